@@ -1,0 +1,258 @@
+"""Event schemas: decoding and validating purchases and labels.
+
+Every input is bytes from Kafka or a line from a file. Decoding either returns a
+typed event or raises :class:`InvalidEvent` with a machine-readable ``reason``
+before anything else happens, so bad input can never reach the feature store.
+
+>>> p = decode_purchase(b'{"transaction_id": "t1", "event_time": "2018-04-01T12:00:00Z",'
+...     b' "user_id": "u1", "seller_id": "s1", "item_id": "i1", "card_hash": "c1",'
+...     b' "price": 12.5, "n_items": 2}')
+>>> p.transaction_id, p.event_ts, p.price, p.n_items
+('t1', 1522584000.0, 12.5, 2)
+>>> decode_purchase(b'{"transaction_id": "t1"}')
+Traceback (most recent call last):
+...
+features.schemas.InvalidEvent: missing_field: event_time
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+SCHEMA_VERSION = 1
+MAX_EVENT_BYTES = 64 * 1024
+MAX_PRICE = 1_000_000.0
+MAX_ITEMS = 10_000
+MAX_FUTURE_SECONDS = 24 * 3600.0
+# Registration and event times before this are not plausible and usually mean
+# seconds were sent where milliseconds were expected.
+MIN_TIMESTAMP = 315_532_800.0  # 1980-01-01
+
+PURCHASE_FIELDS = ("transaction_id", "event_time", "user_id", "seller_id", "item_id",
+                   "card_hash", "price", "n_items")
+LABEL_FIELDS = ("transaction_id", "is_fraud", "label_time", "source")
+
+
+class InvalidEvent(ValueError):
+    """An input that is not a valid event.
+
+    ``reason`` is a short code fit for a metric label and a dead-letter header
+    (``not_json``, ``missing_field``, ``bad_type``, ``out_of_range``,
+    ``oversize``, ``unknown_schema_version``, ``future_time``, ``not_object``,
+    ``not_utf8``); ``detail`` says which field and why.
+    """
+
+    REASONS = ("not_utf8", "not_json", "not_object", "oversize", "unknown_schema_version",
+               "missing_field", "bad_type", "out_of_range", "future_time")
+
+    def __init__(self, reason: str, detail: str = ""):
+        assert reason in self.REASONS, reason
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Purchase:
+    """One purchase: a card pays a seller for ``n_items`` of an item."""
+
+    transaction_id: str
+    event_ts: float  # event time, seconds since the epoch (UTC)
+    user_id: str
+    seller_id: str
+    item_id: str
+    card_hash: str
+    price: float
+    n_items: int
+    user_registered_ts: float | None = None
+    seller_registered_ts: float | None = None
+    currency: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """The outcome of a transaction, known some time after it happened."""
+
+    transaction_id: str
+    is_fraud: bool
+    label_ts: float
+    source: str
+
+
+def parse_time(value: Any, name: str) -> float:
+    """Seconds since the epoch from ISO-8601 text or epoch milliseconds.
+
+    >>> parse_time("2018-04-01T00:00:00Z", "t"), parse_time(1522540800000, "t")
+    (1522540800.0, 1522540800.0)
+    >>> parse_time("2018-04-01T02:00:00+02:00", "t")
+    1522540800.0
+    """
+    if isinstance(value, bool):
+        raise InvalidEvent("bad_type", f"{name} must be ISO-8601 text or epoch milliseconds")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise InvalidEvent("out_of_range", f"{name} is not finite")
+        ts = float(value) / 1000.0
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidEvent("bad_type", f"{name} is not ISO-8601: {value[:40]!r}") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        ts = dt.timestamp()
+    else:
+        raise InvalidEvent("bad_type", f"{name} must be ISO-8601 text or epoch milliseconds")
+    if ts < MIN_TIMESTAMP:
+        raise InvalidEvent("out_of_range", f"{name} is before 1980 (epoch seconds instead of ms?)")
+    return ts
+
+
+def format_time(ts: float) -> str:
+    """ISO-8601 UTC text with milliseconds, the form every output uses.
+
+    >>> format_time(1522540800.25)
+    '2018-04-01T00:00:00.250Z'
+    """
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _load_object(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
+    if len(raw) > max_bytes:
+        raise InvalidEvent("oversize", f"{len(raw)} bytes > {max_bytes}")
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        try:
+            bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidEvent("not_utf8") from None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("not_json", str(exc)[:80]) from None
+    if not isinstance(obj, dict):
+        raise InvalidEvent("not_object", f"got a JSON {type(obj).__name__}")
+    version = obj.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise InvalidEvent("unknown_schema_version", repr(version)[:20])
+    return obj
+
+
+def _text(obj: dict[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if value is None:
+        raise InvalidEvent("missing_field", name)
+    if not isinstance(value, str):
+        raise InvalidEvent("bad_type", f"{name} must be a string")
+    if not value or len(value) > 256:
+        raise InvalidEvent("out_of_range", f"{name} must be 1 to 256 characters")
+    return value
+
+
+def _number(obj: dict[str, Any], name: str) -> float:
+    value = obj.get(name)
+    if value is None:
+        raise InvalidEvent("missing_field", name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidEvent("bad_type", f"{name} must be a number")
+    if not math.isfinite(value):
+        raise InvalidEvent("out_of_range", f"{name} is not finite")
+    return float(value)
+
+
+def _optional_time(obj: dict[str, Any], name: str) -> float | None:
+    value = obj.get(name)
+    return None if value is None else parse_time(value, name)
+
+
+def _required_time(obj: dict[str, Any], name: str) -> float:
+    if obj.get(name) is None:
+        raise InvalidEvent("missing_field", name)
+    return parse_time(obj[name], name)
+
+
+def decode_purchase(raw: bytes | str, *, now: float | None = None,
+                    max_bytes: int = MAX_EVENT_BYTES) -> Purchase:
+    """Decode and validate one purchase event, or raise :class:`InvalidEvent`.
+
+    ``now`` (seconds) bounds how far in the future an event time may be; it
+    defaults to the wall clock. Replay of history passes the replay clock.
+    """
+    obj = _load_object(raw, max_bytes)
+    transaction_id = _text(obj, "transaction_id")
+    event_ts = _required_time(obj, "event_time")
+    limit = (time.time() if now is None else now) + MAX_FUTURE_SECONDS
+    if event_ts > limit:
+        raise InvalidEvent("future_time", "event_time is more than a day in the future")
+    price = _number(obj, "price")
+    if not 0.0 < price <= MAX_PRICE:
+        raise InvalidEvent("out_of_range", f"price must be in (0, {MAX_PRICE:g}]")
+    n_items = obj.get("n_items")
+    if n_items is None:
+        raise InvalidEvent("missing_field", "n_items")
+    if isinstance(n_items, float) and n_items.is_integer():
+        n_items = int(n_items)
+    if isinstance(n_items, bool) or not isinstance(n_items, int):
+        raise InvalidEvent("bad_type", "n_items must be an integer")
+    if not 1 <= n_items <= MAX_ITEMS:
+        raise InvalidEvent("out_of_range", f"n_items must be in [1, {MAX_ITEMS}]")
+    currency = obj.get("currency")
+    if currency is not None and not isinstance(currency, str):
+        raise InvalidEvent("bad_type", "currency must be a string")
+    extra = {k: v for k, v in obj.items() if k not in _PURCHASE_KNOWN}
+    return Purchase(
+        transaction_id=transaction_id,
+        event_ts=event_ts,
+        user_id=_text(obj, "user_id"),
+        seller_id=_text(obj, "seller_id"),
+        item_id=_text(obj, "item_id"),
+        card_hash=_text(obj, "card_hash"),
+        price=price,
+        n_items=n_items,
+        user_registered_ts=_optional_time(obj, "user_registered_at"),
+        seller_registered_ts=_optional_time(obj, "seller_registered_at"),
+        currency=currency,
+        extra=extra,
+    )
+
+
+_PURCHASE_KNOWN = frozenset(PURCHASE_FIELDS) | {
+    "user_registered_at", "seller_registered_at", "currency", "schema_version"}
+
+
+def decode_label(raw: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> Label:
+    """Decode and validate one label event, or raise :class:`InvalidEvent`.
+
+    >>> decode_label(b'{"transaction_id": "t1", "is_fraud": true, '
+    ...              b'"label_time": 1522540800000, "source": "chargeback"}').is_fraud
+    True
+    """
+    obj = _load_object(raw, max_bytes)
+    transaction_id = _text(obj, "transaction_id")
+    is_fraud = obj.get("is_fraud")
+    if is_fraud is None:
+        raise InvalidEvent("missing_field", "is_fraud")
+    if not isinstance(is_fraud, bool):
+        raise InvalidEvent("bad_type", "is_fraud must be true or false")
+    return Label(transaction_id, is_fraud, _required_time(obj, "label_time"), _text(obj, "source"))
+
+
+def purchase_to_dict(p: Purchase) -> dict[str, Any]:
+    """The JSON form of a purchase, the inverse of :func:`decode_purchase`."""
+    out: dict[str, Any] = dict(p.extra)
+    out.update(transaction_id=p.transaction_id, event_time=format_time(p.event_ts),
+               user_id=p.user_id, seller_id=p.seller_id, item_id=p.item_id,
+               card_hash=p.card_hash, price=p.price, n_items=p.n_items)
+    if p.user_registered_ts is not None:
+        out["user_registered_at"] = format_time(p.user_registered_ts)
+    if p.seller_registered_ts is not None:
+        out["seller_registered_at"] = format_time(p.seller_registered_ts)
+    if p.currency is not None:
+        out["currency"] = p.currency
+    return out

@@ -1,0 +1,103 @@
+"""Models at serving time: scoring, learning, publishing and hot-swapping versions.
+
+One :class:`ModelRuntime` per worker. Every worker scores; the worker that
+receives labels learns and publishes a new version of the dynamic model every
+``publish_every_labels`` labels or ``publish_every_seconds`` seconds. Every
+worker checks the registry every ``refresh_seconds`` and swaps to the current
+version between two micro-batches, so scoring never pauses, and a rollback
+reaches every worker (the learner included) the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from models.dynamic import DynamicModel
+from models.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Decision:
+    scores: list[dict[str, float]]  # per event: model name -> score
+    champion: str
+    versions: dict[str, int]
+
+
+class ModelRuntime:
+    """The models of one worker.
+
+    >>> rt = ModelRuntime()
+    >>> d = rt.score_batch([{"amount": 1.0}])
+    >>> d.champion, d.scores, d.versions
+    ('dynamic', [{'dynamic': 0.5}], {'dynamic': 0})
+    """
+
+    def __init__(self, registry: ModelRegistry | None = None, kind: str = "logreg",
+                 fraud_weight: float = 5.0, publish_every_labels: int = 500,
+                 publish_every_seconds: float = 30.0, refresh_seconds: float = 1.0):
+        self.registry = registry
+        self.kind = kind
+        self.fraud_weight = fraud_weight
+        self.publish_every_labels = publish_every_labels
+        self.publish_every_seconds = publish_every_seconds
+        self.refresh_seconds = refresh_seconds
+        self.dynamic = DynamicModel(kind, fraud_weight)
+        self.version = 0
+        self.unpublished = 0
+        self._last_publish = time.monotonic()
+        self._last_refresh = 0.0
+        self.champion = "dynamic"
+        self._refresh(force=True)
+
+    def _refresh(self, force: bool = False) -> None:
+        if self.registry is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_refresh < self.refresh_seconds:
+            return
+        self._last_refresh = now
+        current = self.registry.current_version()
+        if current is None or current == self.version:
+            return
+        info, model = self.registry.load(current)
+        if self.unpublished:
+            log.warning("model version %d became current while %d labels were not yet "
+                        "published; continuing from version %d", current, self.unpublished,
+                        current)
+        self.dynamic, self.version, self.unpublished = model, info.version, 0
+        log.info("dynamic model now at version %d (%d labels)", info.version, info.n_labels)
+
+    def score_batch(self, xs: Sequence[Mapping[str, float]]) -> Decision:
+        """Every model's score of each feature dict."""
+        self._refresh()
+        dynamic = self.dynamic.score_many(xs)
+        return Decision([{"dynamic": s} for s in dynamic], self.champion,
+                        {"dynamic": self.version})
+
+    def learn(self, x: Mapping[str, float], is_fraud: bool) -> None:
+        self.dynamic.learn(x, is_fraud)
+        self.unpublished += 1
+
+    def maybe_publish(self, force: bool = False) -> None:
+        """Publish a new version when enough labels or time have passed."""
+        if self.registry is None or not self.unpublished:
+            return
+        due = (self.unpublished >= self.publish_every_labels
+               or time.monotonic() - self._last_publish >= self.publish_every_seconds)
+        if not (force or due):
+            return
+        self._refresh(force=True)  # a rollback wins over what was learned since
+        if not self.unpublished:
+            return
+        info = self.registry.publish(self.dynamic, self.dynamic.n_labels, kind=self.kind)
+        self.version, self.unpublished = info.version, 0
+        self._last_publish = time.monotonic()
+        log.info("published dynamic model version %d (%d labels)", info.version, info.n_labels)
+
+    def reasons(self, model: str, x: Mapping[str, float]) -> list[dict]:
+        return self.dynamic.reasons(x)

@@ -1,0 +1,108 @@
+"""The Faust worker: agents on purchases and labels around one FraudPipeline.
+
+Each agent takes micro-batches (``batch_size`` events or ``batch_seconds``),
+hands them to the pipeline, sends what it returns (alerts, dead letters) and
+only then lets Faust acknowledge the events, so an offset is never committed
+before the state, the snapshots and the outputs of its event.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import faust
+from prometheus_client import start_http_server
+
+from features.store import open_store
+from models.registry import ModelRegistry
+from models.serving import ModelRuntime
+from stream.connections import ensure_topics, faust_credentials
+from stream.metrics import Metrics
+from stream.pipeline import BatchResult, FraudPipeline, Message
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_pipeline(settings: Settings, metrics: Metrics | None = None) -> FraudPipeline:
+    """The pipeline a worker runs, from settings."""
+    store = open_store(settings.store_url, settings.store_config())
+    registry = ModelRegistry(settings.model_dir, "dynamic")
+    runtime = ModelRuntime(registry, kind=settings.model_kind, fraud_weight=settings.fraud_weight,
+                           publish_every_labels=settings.publish_every_labels,
+                           publish_every_seconds=settings.publish_every_seconds,
+                           refresh_seconds=settings.refresh_model_seconds)
+    return FraudPipeline(store, runtime, threshold=settings.alert_threshold,
+                         metrics=metrics or Metrics(), max_event_bytes=settings.max_event_bytes)
+
+
+def _message(event) -> Message:
+    m = event.message
+    return Message(m.value, m.key, m.topic, m.partition, m.offset, m.timestamp)
+
+
+def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
+    """A Faust app whose agents feed ``pipeline``."""
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")],
+        broker_credentials=faust_credentials(settings),
+        store="memory://",
+        datadir=str(Path(settings.data_dir) / "faust"),
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=settings.heartbeat_seconds,
+        broker_commit_interval=1.0,
+        producer_linger_ms=1,
+        stream_buffer_maxsize=max(4096, 4 * settings.batch_size),
+        topic_partitions=settings.purchases_partitions,
+    )
+    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    purchases = app.topic(settings.topic_purchases,
+                          partitions=settings.purchases_partitions, **raw)
+    labels = app.topic(settings.topic_labels, partitions=1, **raw)
+    alerts = app.topic(settings.topic_alerts, partitions=settings.alerts_partitions, **raw)
+    purchases_dlq = app.topic(settings.topic_purchases_dlq, partitions=1, **raw)
+    labels_dlq = app.topic(settings.topic_labels_dlq, partitions=1, **raw)
+
+    async def send_outputs(result: BatchResult, dlq) -> None:
+        for key, value in result.alerts:
+            await alerts.send(key=key, value=value)
+        for dead in result.dead_letters:
+            await dlq.send(key=dead.message.key, value=dead.message.value,
+                           headers=dead.headers())
+
+    @app.agent(purchases)
+    async def score_purchases(stream):
+        async for events in stream.take_events(settings.batch_size, settings.batch_seconds):
+            result = pipeline.process_purchases([_message(e) for e in events])
+            await send_outputs(result, purchases_dlq)
+
+    @app.agent(labels)
+    async def learn_from_labels(stream):
+        async for events in stream.take_events(settings.batch_size, settings.batch_seconds):
+            result = pipeline.process_labels([_message(e) for e in events])
+            await send_outputs(result, labels_dlq)
+
+    return app
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Run one worker until it is stopped (SIGINT or SIGTERM)."""
+    Path(settings.model_dir).mkdir(parents=True, exist_ok=True)
+    ensure_topics(settings)
+    metrics = Metrics()
+    start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)
+    pipeline = build_pipeline(settings, metrics)
+    app = create_app(settings, pipeline)
+    log.info("worker %s: kafka %s, store %s, metrics on :%d", settings.app_id,
+             settings.kafka_bootstrap, settings.store_url, settings.metrics_port)
+    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        pipeline.close()

@@ -1,0 +1,60 @@
+"""Every Prometheus metric of a worker, declared in one place.
+
+Names follow Prometheus conventions: the ``fraudstream_`` prefix, base units
+(seconds), ``_total`` for counters. Labels have bounded values only (never a
+user, card or transaction id). A registry is injected, so each test gets a
+fresh one.
+
+>>> from prometheus_client import CollectorRegistry
+>>> m = Metrics(CollectorRegistry())
+>>> m.events.labels(kind="purchase", outcome="scored").inc()
+>>> m.registry.get_sample_value("fraudstream_events_total",
+...                             {"kind": "purchase", "outcome": "scored"})
+1.0
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0)
+SCORE_BUCKETS = tuple(i / 20 for i in range(1, 21))
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "fraudstream_events", "Input events by kind (purchase, label) and outcome "
+            "(scored, duplicate, rejected for purchases; applied, duplicate, unknown, rejected "
+            "for labels)", ["kind", "outcome"], registry=r)
+        self.rejected = Counter(
+            "fraudstream_rejected_events", "Input events sent to a dead-letter topic, by reason",
+            ["kind", "reason"], registry=r)
+        self.latency = Histogram(
+            "fraudstream_event_latency_seconds", "From an event's Kafka timestamp to the end "
+            "of its processing (alert sent or state updated)", ["kind"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_seconds = Histogram(
+            "fraudstream_batch_processing_seconds", "Time to process one micro-batch",
+            ["kind"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "fraudstream_batch_size_events", "Events per micro-batch", ["kind"],
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000), registry=r)
+        self.scores = Histogram(
+            "fraudstream_score", "Fraud score of each scored purchase, per model", ["model"],
+            buckets=SCORE_BUCKETS, registry=r)
+        self.alerts = Counter(
+            "fraudstream_alerts", "Alerts sent to the alerts topic, by deciding model",
+            ["model"], registry=r)
+        self.labels_learned = Counter(
+            "fraudstream_labels_learned", "Labels the dynamic model learned from, by class",
+            ["is_fraud"], registry=r)
+        self.model_version = Gauge(
+            "fraudstream_model_version", "Version of the model this worker scores with",
+            ["model"], registry=r)
+        self.store_seconds = Histogram(
+            "fraudstream_store_seconds", "Feature store time per micro-batch, by operation",
+            ["operation"], buckets=LATENCY_BUCKETS, registry=r)

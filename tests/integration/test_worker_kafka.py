@@ -1,0 +1,215 @@
+"""A real worker process on a real Kafka broker, end to end.
+
+Purchases and labels go in with confluent-kafka; the test reads what comes out
+on the alerts and dead-letter topics and on ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+import urllib.request
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.connections import ensure_topics
+from stream.demo import start_worker, stop_process
+from stream.settings import Settings
+
+pytestmark = pytest.mark.kafka
+
+T0 = 1_704_067_200.0  # 2024-01-01T00:00:00Z
+N_TRAIN, N_TEST = 3000, 1000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def metric(samples, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def wait_for(condition, timeout: float, what: str, proc=None, log=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"worker exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    tail = log.read_text()[-3000:] if log else ""
+    raise AssertionError(f"timed out waiting for {what}\n{tail}")
+
+
+def purchase(i: int, fraud: bool, rng: random.Random) -> dict:
+    """Legitimate users buy cheap things at their usual sellers; fraud uses a
+    handful of compromised cards for large, many-item orders at new sellers."""
+    if fraud:
+        card = f"card-stolen-{rng.randrange(40)}"
+        return {"transaction_id": f"tx-{i}", "event_time": int((T0 + i * 30) * 1000),
+                "user_id": f"user-{card}", "seller_id": f"seller-new-{rng.randrange(5)}",
+                "item_id": "gift-card", "card_hash": card, "price": round(rng.uniform(600, 1500), 2),
+                "n_items": rng.randint(10, 30),
+                "seller_registered_at": int((T0 + i * 30 - 3600) * 1000)}
+    user = rng.randrange(300)
+    return {"transaction_id": f"tx-{i}", "event_time": int((T0 + i * 30) * 1000),
+            "user_id": f"user-{user}", "seller_id": f"seller-{user % 50}",
+            "item_id": f"item-{rng.randrange(100)}", "card_hash": f"card-{user}",
+            "price": round(rng.uniform(5, 80), 2), "n_items": rng.choice((1, 1, 1, 2)),
+            "user_registered_at": "2022-06-01T00:00:00Z",
+            "seller_registered_at": "2021-01-01T00:00:00Z"}
+
+
+@pytest.fixture
+def worker(kafka_bootstrap, tmp_path, unique):
+    settings = Settings(
+        app_id=f"fraudstream-test-{unique}", kafka_bootstrap=kafka_bootstrap,
+        topic_purchases=f"purchases-{unique}", topic_labels=f"labels-{unique}",
+        topic_alerts=f"alerts-{unique}", topic_purchases_dlq=f"purchases-dlq-{unique}",
+        topic_labels_dlq=f"labels-dlq-{unique}", purchases_partitions=2, alerts_partitions=1,
+        data_dir=str(tmp_path),
+        metrics_port=free_port(), session_timeout_seconds=6, heartbeat_seconds=1,
+        publish_every_seconds=1.0)
+    ensure_topics(settings)
+    log = tmp_path / "worker.log"
+    proc = start_worker(settings, log)
+    try:
+        wait_for(lambda: _metrics_up(settings.metrics_port), 60, "/metrics", proc, log)
+        yield settings, proc, log
+    finally:
+        stop_process(proc)
+        assert proc.returncode is not None
+
+
+def _metrics_up(port: int) -> bool:
+    try:
+        scrape(port)
+        return True
+    except OSError:
+        return False
+
+
+def consume_all(settings: Settings, topic: str, expected: int, timeout: float) -> list:
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+                         "group.id": f"reader-{topic}", "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    out, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and len(out) < expected:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                out.append(msg)
+        # a little longer, to see anything beyond what was expected
+        end = time.monotonic() + 2
+        while time.monotonic() < end:
+            msg = consumer.poll(0.2)
+            if msg is not None and not msg.error():
+                out.append(msg)
+    finally:
+        consumer.close()
+    return out
+
+
+def test_purchases_to_alerts_through_a_real_broker(worker):
+    settings, proc, log = worker
+    rng = random.Random(7)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
+
+    def send(topic: str, key: str, value: bytes) -> None:
+        producer.produce(topic, key=key.encode(), value=value)
+        producer.poll(0)
+
+    # 1. Training traffic, then its labels: the model learns the fraud pattern.
+    train = [purchase(i, fraud=rng.random() < 0.05, rng=rng) for i in range(N_TRAIN)]
+    frauds = {p["transaction_id"] for p in train if p["item_id"] == "gift-card"}
+    for p in train:
+        send(settings.topic_purchases, p["card_hash"], orjson.dumps(p))
+    producer.flush(30)
+    wait_for(lambda: metric(scrape(settings.metrics_port), "fraudstream_events_total",
+                            kind="purchase", outcome="scored") >= N_TRAIN,
+             120, "training purchases to be scored", proc, log)
+    for p in train:
+        label = {"transaction_id": p["transaction_id"], "is_fraud": p["transaction_id"] in frauds,
+                 "label_time": p["event_time"] + 86_400_000, "source": "review"}
+        send(settings.topic_labels, p["transaction_id"], orjson.dumps(label))
+    send(settings.topic_labels, "tx-unknown", orjson.dumps(
+        {"transaction_id": "tx-unknown", "is_fraud": True, "label_time": "2024-01-02T00:00:00Z",
+         "source": "review"}))
+    producer.flush(30)
+    wait_for(lambda: metric(scrape(settings.metrics_port), "fraudstream_events_total",
+                            kind="label", outcome="applied") >= N_TRAIN,
+             120, "labels to be learned", proc, log)
+
+    # 2. Malformed input goes to the dead-letter topic and does not stop the worker.
+    bad = {b"this is not json": "not_json",
+           orjson.dumps({k: v for k, v in purchase(10**6, False, rng).items()
+                         if k != "price"}): "missing_field",
+           orjson.dumps({**purchase(10**6 + 1, False, rng), "price": -3.0}): "out_of_range"}
+    for value in bad:
+        send(settings.topic_purchases, "bad", value)
+
+    # 3. New traffic: the fraud pattern is alerted, legitimate traffic mostly not.
+    test = [purchase(N_TRAIN + i, fraud=rng.random() < 0.05, rng=rng) for i in range(N_TEST)]
+    test_frauds = {p["transaction_id"] for p in test if p["item_id"] == "gift-card"}
+    for p in test:
+        send(settings.topic_purchases, p["card_hash"], orjson.dumps(p))
+    producer.flush(30)
+    wait_for(lambda: metric(scrape(settings.metrics_port), "fraudstream_events_total",
+                            kind="purchase", outcome="scored") >= N_TRAIN + N_TEST,
+             120, "test purchases to be scored", proc, log)
+
+    samples = scrape(settings.metrics_port)
+    n_alerts = metric(samples, "fraudstream_alerts_total", model="dynamic")
+    alerts = consume_all(settings, settings.topic_alerts, int(n_alerts), 60)
+    alerted = {orjson.loads(m.value())["transaction_id"] for m in alerts}
+    test_ids = {p["transaction_id"] for p in test}
+    caught = alerted & test_frauds
+    false_alarms = (alerted & test_ids) - test_frauds
+    assert len(test_frauds) >= 30
+    assert len(caught) >= 0.9 * len(test_frauds), (len(caught), len(test_frauds))
+    assert len(false_alarms) <= 0.02 * (N_TEST - len(test_frauds)), len(false_alarms)
+
+    example = orjson.loads(next(m.value() for m in alerts
+                                if orjson.loads(m.value())["transaction_id"] in caught))
+    assert example["model"]["name"] == "dynamic" and example["score"] > example["threshold"]
+    assert set(example) >= {"transaction_id", "event_time", "score", "threshold", "model",
+                            "scores", "reasons", "scored_at", "latency_seconds"}
+    assert example["reasons"], "an alert says which features pushed its score up"
+
+    dead = consume_all(settings, settings.topic_purchases_dlq, len(bad), 30)
+    assert sorted(m.value() for m in dead) == sorted(bad)
+    for m in dead:
+        headers = dict(m.headers())
+        assert headers["reason"].decode() == bad[m.value()]
+        assert headers["source_topic"].decode() == settings.topic_purchases
+        assert int(headers["source_offset"]) >= 0
+
+    # /metrics counters equal what was sent.
+    assert metric(samples, "fraudstream_events_total", kind="purchase",
+                  outcome="scored") == N_TRAIN + N_TEST
+    assert metric(samples, "fraudstream_events_total", kind="purchase", outcome="rejected") == 3
+    for reason in ("not_json", "missing_field", "out_of_range"):
+        assert metric(samples, "fraudstream_rejected_events_total", kind="purchase",
+                      reason=reason) == 1
+    assert metric(samples, "fraudstream_events_total", kind="label", outcome="applied") == N_TRAIN
+    assert metric(samples, "fraudstream_events_total", kind="label", outcome="unknown") == 1
+    assert metric(samples, "fraudstream_labels_learned_total", is_fraud="true") == len(frauds)
+    assert n_alerts == len(alerts)
+    assert metric(samples, "fraudstream_event_latency_seconds_count",
+                  kind="purchase") == N_TRAIN + N_TEST
+    assert metric(samples, "fraudstream_model_version", model="dynamic") >= 1
+    assert proc.poll() is None, "the worker is still running"
