@@ -2,8 +2,10 @@
 
 It learns from each label on the snapshot features (what it saw when it
 scored), so a label that arrives weeks later teaches exactly the right lesson.
-Fraud is rare (under 1%), so frauds weigh ``fraud_weight`` times more than
-legitimate outcomes when it learns.
+Fraud is rare (under 1%); frauds can weigh ``fraud_weight`` times more than
+legitimate outcomes when it learns. On simulated data weighting lowered
+average precision (0.52 -> 0.45 with a weight of 5), so the default is 1 and
+the alert threshold is what trades recall for precision.
 """
 
 from __future__ import annotations
@@ -16,6 +18,19 @@ from river import compose, forest, linear_model, optim, preprocessing, tree
 CANDIDATES = ("logreg", "hoeffding", "arf")
 
 
+def log_scale(x: dict) -> dict:
+    """Counts and amounts on a log scale; ratios and flags unchanged.
+
+    Counts and amounts are heavy-tailed and grow with an entity's history; on
+    a log scale a linear model extrapolates far less wildly from them.
+
+    >>> log_scale({"amount": 0.0, "card_count_1d": 1.0, "is_night": 1.0})
+    {'amount': 0.0, 'card_count_1d': 0.6931471805599453, 'is_night': 1.0}
+    """
+    return {k: (math.log1p(max(v, 0.0)) if ("count" in k or "amount" in k) else v)
+            for k, v in x.items()}
+
+
 def build_pipeline(kind: str = "logreg", seed: int = 42):
     """A fresh river pipeline of one of the :data:`CANDIDATES`.
 
@@ -24,8 +39,9 @@ def build_pipeline(kind: str = "logreg", seed: int = 42):
     """
     if kind == "logreg":
         return compose.Pipeline(
+            compose.FuncTransformer(log_scale),
             preprocessing.StandardScaler(),
-            linear_model.LogisticRegression(optimizer=optim.SGD(0.02), l2=1e-5),
+            linear_model.LogisticRegression(optimizer=optim.SGD(0.005)),
         )
     if kind == "hoeffding":
         return compose.Pipeline(tree.HoeffdingAdaptiveTreeClassifier(grace_period=100, seed=seed))
@@ -49,7 +65,7 @@ class DynamicModel:
 
     name = "dynamic"
 
-    def __init__(self, kind: str = "logreg", fraud_weight: float = 5.0, seed: int = 42):
+    def __init__(self, kind: str = "logreg", fraud_weight: float = 1.0, seed: int = 42):
         self.kind = kind
         self.fraud_weight = fraud_weight
         self.pipeline = build_pipeline(kind, seed)
@@ -75,17 +91,17 @@ class DynamicModel:
         """The features that pushed this score up most, with their values.
 
         For the logistic regression these are the weighted contributions
-        ``weight * standardized value``; for other models the features whose
-        value is furthest above their running mean (a model-free approximation).
+        ``weight * standardized value``; for the tree models (no per-feature
+        weights) the largest feature values, a crude stand-in.
         """
-        steps = list(self.pipeline.steps.values())
-        scaler = steps[0] if isinstance(steps[0], preprocessing.StandardScaler) else None
-        scaled = scaler.transform_one(dict(x)) if scaler else None
-        if scaled is not None and isinstance(steps[-1], linear_model.LogisticRegression):
-            weights = steps[-1].weights
-            pushes = {k: weights.get(k, 0.0) * v for k, v in scaled.items()}
+        *transforms, last = self.pipeline.steps.values()
+        if isinstance(last, linear_model.LogisticRegression):
+            z = dict(x)
+            for step in transforms:
+                z = step.transform_one(z)
+            pushes = {k: last.weights.get(k, 0.0) * v for k, v in z.items()}
         else:
-            pushes = dict(scaled or x)
+            pushes = dict(x)
         ranked = sorted((kv for kv in pushes.items() if kv[1] > 0 and math.isfinite(kv[1])),
                         key=lambda kv: kv[1], reverse=True)[:top]
         return [{"feature": k, "value": round(float(x[k]), 6), "push": round(v, 4)}

@@ -26,6 +26,7 @@ class Decision:
     scores: list[dict[str, float]]  # per event: model name -> score
     champion: str
     versions: dict[str, int]
+    ready: bool = True  # False while the champion has too few labels to be trusted
 
 
 class ModelRuntime:
@@ -33,19 +34,22 @@ class ModelRuntime:
 
     >>> rt = ModelRuntime()
     >>> d = rt.score_batch([{"amount": 1.0}])
-    >>> d.champion, d.scores, d.versions
-    ('dynamic', [{'dynamic': 0.5}], {'dynamic': 0})
+    >>> d.champion, d.scores, d.versions, d.ready
+    ('dynamic', [{'dynamic': 0.5}], {'dynamic': 0}, False)
     """
 
     def __init__(self, registry: ModelRegistry | None = None, kind: str = "logreg",
-                 fraud_weight: float = 5.0, publish_every_labels: int = 500,
-                 publish_every_seconds: float = 30.0, refresh_seconds: float = 1.0):
+                 fraud_weight: float = 1.0, publish_every_labels: int = 500,
+                 publish_every_seconds: float = 30.0, refresh_seconds: float = 1.0,
+                 warmup_frauds: int = 10, warmup_legit: int = 100):
         self.registry = registry
         self.kind = kind
         self.fraud_weight = fraud_weight
         self.publish_every_labels = publish_every_labels
         self.publish_every_seconds = publish_every_seconds
         self.refresh_seconds = refresh_seconds
+        self.warmup_frauds = warmup_frauds
+        self.warmup_legit = warmup_legit
         self.dynamic = DynamicModel(kind, fraud_weight)
         self.version = 0
         self.unpublished = 0
@@ -77,7 +81,16 @@ class ModelRuntime:
         self._refresh()
         dynamic = self.dynamic.score_many(xs)
         return Decision([{"dynamic": s} for s in dynamic], self.champion,
-                        {"dynamic": self.version})
+                        {"dynamic": self.version}, self.ready())
+
+    def ready(self) -> bool:
+        """Whether the champion has learned from enough labels of both classes to alert.
+
+        A model that has seen a handful of labels (and with late labels, the
+        first ones are mostly frauds) would alert on nearly everything.
+        """
+        m = self.dynamic
+        return m.n_frauds >= self.warmup_frauds and m.n_labels - m.n_frauds >= self.warmup_legit
 
     def learn(self, x: Mapping[str, float], is_fraud: bool) -> None:
         self.dynamic.learn(x, is_fraud)

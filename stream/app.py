@@ -32,7 +32,9 @@ def build_pipeline(settings: Settings, metrics: Metrics | None = None) -> FraudP
     runtime = ModelRuntime(registry, kind=settings.model_kind, fraud_weight=settings.fraud_weight,
                            publish_every_labels=settings.publish_every_labels,
                            publish_every_seconds=settings.publish_every_seconds,
-                           refresh_seconds=settings.refresh_model_seconds)
+                           refresh_seconds=settings.refresh_model_seconds,
+                           warmup_frauds=settings.warmup_frauds,
+                           warmup_legit=settings.warmup_legit)
     return FraudPipeline(store, runtime, threshold=settings.alert_threshold,
                          metrics=metrics or Metrics(), max_event_bytes=settings.max_event_bytes)
 

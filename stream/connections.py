@@ -6,10 +6,13 @@ password is read from its ``SecretStr`` only here, when a client is built.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Any
 
 from stream.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -58,7 +61,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     """
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient(confluent_config(settings))
+    admin = AdminClient(confluent_config(settings, logger=log))
     existing = admin.list_topics(timeout=timeout).topics
     wanted = [NewTopic(name, num_partitions=n, replication_factor=-1)
               for name, n in settings.topic_partitions().items() if name not in existing]

@@ -8,6 +8,7 @@ if they linger) on the way out, and their data lives in a temporary folder.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,7 +85,11 @@ def run_demo(rate: float = 300.0, metrics_port: int = 9108, days: int = 60, seed
         console.print(f"kafka at {bootstrap}; worker pid {worker.pid} (log {workdir}/worker.log);"
                       f" metrics at http://127.0.0.1:{metrics_port}/metrics")
 
-        sim = simulator.simulate(simulator.preset("demo", n_days=days), seed=seed)
+        # Shorter label delays than the preset's: a demo day lasts seconds, and
+        # a viewer should see the model learn within the first minute.
+        config = simulator.preset("demo", n_days=days, fraud_delay_median_hours=12.0,
+                                  legit_delay_days=(0.5, 3.0))
+        sim = simulator.simulate(config, seed=seed)
         truth = {lb["transaction_id"]: lb.get("scenario", int(lb["is_fraud"]))
                  for lb in sim.labels}
         sent = [0]
@@ -128,4 +133,5 @@ def run_demo(rate: float = 300.0, metrics_port: int = 9108, days: int = 60, seed
         if worker is not None:
             stop_process(worker)
         broker.stop()
-        console.print(f"stopped; state and logs kept in {workdir}")
+        shutil.rmtree(workdir / "kafka" / "data", ignore_errors=True)
+        console.print(f"stopped; the worker's state and logs are in {workdir}")

@@ -116,7 +116,7 @@ class FraudPipeline:
                 m.scores.labels(model=name).observe(value)
             m.events.labels(kind="purchase",
                             outcome="duplicate" if snap.duplicate else "scored").inc()
-            if score > self.threshold:
+            if decision.ready and score > self.threshold:
                 alert = {
                     "transaction_id": snap.transaction_id,
                     "event_time": format_time(snap.event_ts),

@@ -47,8 +47,10 @@ class Settings(BaseSettings):
     label_horizon_days: float = 45.0
 
     model_kind: str = "logreg"
-    fraud_weight: float = 5.0
+    fraud_weight: float = 1.0
     alert_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    warmup_frauds: int = 10  # no alerts before the model learned this many frauds
+    warmup_legit: int = 100  # ... and this many legitimate outcomes
     publish_every_labels: int = 500
     publish_every_seconds: float = 30.0
     refresh_model_seconds: float = 1.0

@@ -30,8 +30,9 @@ import uuid
 from pathlib import Path
 
 # Kafka 4.x is KRaft-only and dropped the oldest protocol versions; aiokafka 0.14
-# (what faust-streaming uses) and confluent-kafka 2.16 were both checked against
-# 4.1.1: topic creation, produce, consume, consumer-group join and offset commit.
+# (under faust-streaming 0.15.3) and confluent-kafka 2.16 were both checked against
+# 4.1.1: topic creation, produce, consume, consumer-group join, offset commit, and a
+# Faust agent end to end. No need to fall back to 3.9.
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).with_name("pom.xml")
 JVM_OPTS = ["-Xmx512m", "-Xms256m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true"]
@@ -92,27 +93,48 @@ def random_cluster_id() -> str:
     return cid
 
 
-def metadata_ready(host: str, port: int, timeout: float = 2.0) -> bool:
+def _request(host: str, port: int, api_key: int, version: int, body: bytes, timeout: float = 2.0) -> bytes:
+    """One request/response on a new connection (request header v1); returns the response body."""
+    req = struct.pack(">hhih", api_key, version, 1, 11) + b"fraudstream" + body
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(struct.pack(">i", len(req)) + req)
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack_from(">i", buf)[0]:
+            if not (chunk := s.recv(65536)):
+                raise ConnectionError("broker closed the connection")
+            buf += chunk
+    if struct.unpack_from(">i", buf, 4)[0] != 1:
+        raise ConnectionError("unexpected correlation id")
+    return buf[8:]
+
+
+def metadata_ready(host: str, port: int) -> bool:
     """True once the broker answers a Metadata v4 request listing a broker and a controller.
 
     A TCP connect alone is not enough: the answer shows the broker is registered and unfenced.
     """
-    req = struct.pack(">hhih", 3, 4, 1, 11) + b"fraudstream" + struct.pack(">ib", 0, 0)
     try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.sendall(struct.pack(">i", len(req)) + req)
-            buf = b""
-            while len(buf) < 4 or len(buf) < 4 + struct.unpack_from(">i", buf)[0]:
-                if not (chunk := s.recv(65536)):
-                    return False
-                buf += chunk
-        corr, _throttle, brokers = struct.unpack_from(">iii", buf, 4)
-        pos = 16
+        buf = _request(host, port, 3, 4, struct.pack(">ib", 0, 0))  # no topics, no auto-creation
+        _throttle, brokers = struct.unpack_from(">ii", buf)
+        pos = 8
         for _ in range(brokers):  # node_id, host, port, rack
             pos += 4 + 2 + struct.unpack_from(">h", buf, pos + 4)[0] + 4
             pos += 2 + max(struct.unpack_from(">h", buf, pos)[0], 0)
         pos += 2 + max(struct.unpack_from(">h", buf, pos)[0], 0)  # cluster_id
-        return corr == 1 and brokers > 0 and struct.unpack_from(">i", buf, pos)[0] >= 0
+        return brokers > 0 and struct.unpack_from(">i", buf, pos)[0] >= 0
+    except (OSError, struct.error):
+        return False
+
+
+def group_coordinator_ready(host: str, port: int) -> bool:
+    """True once FindCoordinator (v1) for a group succeeds.
+
+    The first such request makes the broker create __consumer_offsets; doing it here
+    spares the first consumer group a round of COORDINATOR_NOT_AVAILABLE retries.
+    """
+    try:
+        buf = _request(host, port, 10, 1, struct.pack(">h", 11) + b"fraudstream" + b"\x00")
+        return struct.unpack_from(">ih", buf)[1] == 0
     except (OSError, struct.error):
         return False
 
@@ -242,7 +264,7 @@ num.recovery.threads.per.data.dir=1
             self.proc = subprocess.Popen(cmd, stdout=log, cwd=self.workdir, start_new_session=True, **quiet)
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout
-        while not metadata_ready("127.0.0.1", self.port):
+        while not (metadata_ready("127.0.0.1", self.port) and group_coordinator_ready("127.0.0.1", self.port)):
             died, late = self.proc.poll() is not None, time.monotonic() > deadline
             if died or late:
                 why = f"exited with {self.proc.returncode}" if died else f"was not ready after {timeout}s"
@@ -283,6 +305,8 @@ def create_topics(bootstrap: str, topics: dict[str, int], config: dict[str, str]
                   timeout: float = 30.0) -> list[str]:
     """Create topics (replication factor 1) and wait until metadata shows all their partitions.
 
+    The broker has auto.create.topics.enable=false, and Faust creates only its own internal
+    topics, so the topics its agents read must be made here (or by the app) first.
     Topics that already exist are fine. Returns the names that were newly created.
     """
     from confluent_kafka import KafkaError, KafkaException
