@@ -1,0 +1,103 @@
+"""Decoding and validation: bad input is rejected with a reason, before any state changes."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from features.schemas import InvalidEvent, decode_label, decode_purchase, purchase_to_dict
+
+NOW = 1_704_067_200.0  # 2024-01-01
+GOOD = {"transaction_id": "t1", "event_time": "2023-12-31T23:00:00Z", "user_id": "u1",
+        "seller_id": "s1", "item_id": "i1", "card_hash": "c1", "price": 10.0, "n_items": 1}
+
+
+def reason(raw: bytes, **kw) -> str:
+    with pytest.raises(InvalidEvent) as exc:
+        decode_purchase(raw, now=NOW, **kw)
+    return exc.value.reason
+
+
+def with_(**changes) -> bytes:
+    event = {**GOOD, **changes}
+    return orjson.dumps({k: v for k, v in event.items() if v is not ...})
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b"\xff\xfe{}", "not_utf8"),
+    (b"{", "not_json"),
+    (b'{"price": NaN}', "not_json"),
+    (b"[1, 2]", "not_object"),
+    (with_(price=...), "missing_field"),
+    (with_(price="10"), "bad_type"),
+    (with_(price=True), "bad_type"),
+    (with_(price=-1.0), "out_of_range"),
+    (with_(price=0), "out_of_range"),
+    (with_(price=1e12), "out_of_range"),
+    (with_(n_items=0), "out_of_range"),
+    (with_(n_items=-3), "out_of_range"),
+    (with_(n_items=1.5), "bad_type"),
+    (with_(event_time="yesterday"), "bad_type"),
+    (with_(event_time=1_704_067_200), "out_of_range"),  # seconds, not milliseconds
+    (with_(event_time="2030-01-01T00:00:00Z"), "future_time"),
+    (with_(schema_version=2), "unknown_schema_version"),
+    (with_(transaction_id=""), "out_of_range"),
+    (with_(user_id=17), "bad_type"),
+])
+def test_each_kind_of_bad_purchase_has_its_reason(raw, expected):
+    assert reason(raw) == expected
+
+
+def test_oversize_payloads_are_rejected_before_parsing():
+    assert reason(with_(note="x" * 100_000)) == "oversize"
+    assert reason(b"{" * 10_000_000) == "oversize"
+
+
+def test_a_valid_purchase_keeps_unknown_fields_and_round_trips():
+    p = decode_purchase(with_(channel="web", n_items=3.0), now=NOW)
+    assert p.n_items == 3 and p.extra == {"channel": "web"}
+    assert decode_purchase(orjson.dumps(purchase_to_dict(p)), now=NOW) == p
+
+
+def test_labels_are_validated_too():
+    good = {"transaction_id": "t1", "is_fraud": False, "label_time": 1_704_067_200_000,
+            "source": "review"}
+    assert decode_label(orjson.dumps(good)).is_fraud is False
+    for bad, expected in (({**good, "is_fraud": "yes"}, "bad_type"),
+                          ({**good, "is_fraud": None}, "missing_field"),
+                          ({k: v for k, v in good.items() if k != "source"}, "missing_field")):
+        with pytest.raises(InvalidEvent) as exc:
+            decode_label(orjson.dumps(bad))
+        assert exc.value.reason == expected
+
+
+def dump(value) -> bytes:
+    """JSON as a careless producer writes it: NaN, Infinity and huge integers included."""
+    return json.dumps(value).encode()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=200),
+    st.dictionaries(st.sampled_from(sorted(GOOD) + ["schema_version", "user_registered_at"]),
+                    json_values).map(dump),
+    st.tuples(st.sampled_from(sorted(GOOD)), json_values).map(
+        lambda kv: dump({**GOOD, kv[0]: kv[1]}))))
+def test_the_decoder_never_fails_with_anything_but_invalid_event(raw):
+    try:
+        decode_purchase(raw, now=NOW)
+    except InvalidEvent as exc:
+        assert exc.reason in InvalidEvent.REASONS
+    try:
+        decode_label(raw)
+    except InvalidEvent as exc:
+        assert exc.reason in InvalidEvent.REASONS
