@@ -81,7 +81,11 @@ class ModelRuntime:
         self._refresh()
         dynamic = self.dynamic.score_many(xs)
         return Decision([{"dynamic": s} for s in dynamic], self.champion,
-                        {"dynamic": self.version}, self.ready())
+                        self.versions(), self.ready())
+
+    def versions(self) -> dict[str, int]:
+        """The version each model scores with now."""
+        return {"dynamic": self.version}
 
     def ready(self) -> bool:
         """Whether the champion has learned from enough labels of both classes to alert.

@@ -108,8 +108,7 @@ class FraudPipeline:
 
         scored_at = time.time()
         champion = decision.champion
-        for name, version in decision.versions.items():
-            m.model_version.labels(model=name).set(version)
+        self._report_versions(decision.versions)
         for snap, scores, msg, p in zip(snapshots, decision.scores, sources, purchases):
             score = scores[champion]
             for name, value in scores.items():
@@ -167,6 +166,7 @@ class FraudPipeline:
             # The model is published only after the state it learned with is durable.
             self.store.commit()
             self.models.maybe_publish()
+            self._report_versions(self.models.versions())
             done = time.time()
             for msg in sources:
                 if msg.timestamp:
@@ -174,6 +174,10 @@ class FraudPipeline:
         m.batch_seconds.labels(kind="label").observe(time.perf_counter() - started)
         m.batch_size.labels(kind="label").observe(len(messages))
         return result
+
+    def _report_versions(self, versions: dict[str, int]) -> None:
+        for name, version in versions.items():
+            self.metrics.model_version.labels(model=name).set(version)
 
     def close(self) -> None:
         self.models.maybe_publish(force=True)

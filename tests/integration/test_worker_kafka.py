@@ -7,52 +7,17 @@ on the alerts and dead-letter topics and on ``/metrics``.
 from __future__ import annotations
 
 import random
-import socket
-import time
-import urllib.request
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer
-from prometheus_client.parser import text_string_to_metric_families
+from confluent_kafka import Producer
 
-from stream.connections import ensure_topics
-from stream.demo import start_worker, stop_process
-from stream.settings import Settings
+from worker_harness import Worker, consume_all, metric
 
 pytestmark = pytest.mark.kafka
 
 T0 = 1_704_067_200.0  # 2024-01-01T00:00:00Z
 N_TRAIN, N_TEST = 3000, 1000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def metric(samples, name: str, **labels) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def wait_for(condition, timeout: float, what: str, proc=None, log=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"worker exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    tail = log.read_text()[-3000:] if log else ""
-    raise AssertionError(f"timed out waiting for {what}\n{tail}")
 
 
 def purchase(i: int, fraud: bool, rng: random.Random) -> dict:
@@ -76,56 +41,13 @@ def purchase(i: int, fraud: bool, rng: random.Random) -> dict:
 
 @pytest.fixture
 def worker(kafka_bootstrap, tmp_path, unique):
-    settings = Settings(
-        app_id=f"fraudstream-test-{unique}", kafka_bootstrap=kafka_bootstrap,
-        topic_purchases=f"purchases-{unique}", topic_labels=f"labels-{unique}",
-        topic_alerts=f"alerts-{unique}", topic_purchases_dlq=f"purchases-dlq-{unique}",
-        topic_labels_dlq=f"labels-dlq-{unique}", purchases_partitions=2, alerts_partitions=1,
-        data_dir=str(tmp_path),
-        metrics_port=free_port(), session_timeout_seconds=6, heartbeat_seconds=1,
-        publish_every_seconds=1.0)
-    ensure_topics(settings)
-    log = tmp_path / "worker.log"
-    proc = start_worker(settings, log)
-    try:
-        wait_for(lambda: _metrics_up(settings.metrics_port), 60, "/metrics", proc, log)
-        yield settings, proc, log
-    finally:
-        stop_process(proc)
-        assert proc.returncode is not None
-
-
-def _metrics_up(port: int) -> bool:
-    try:
-        scrape(port)
-        return True
-    except OSError:
-        return False
-
-
-def consume_all(settings: Settings, topic: str, expected: int, timeout: float) -> list:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                         "group.id": f"reader-{topic}", "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    out, deadline = [], time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and len(out) < expected:
-            msg = consumer.poll(0.5)
-            if msg is not None and not msg.error():
-                out.append(msg)
-        # a little longer, to see anything beyond what was expected
-        end = time.monotonic() + 2
-        while time.monotonic() < end:
-            msg = consumer.poll(0.2)
-            if msg is not None and not msg.error():
-                out.append(msg)
-    finally:
-        consumer.close()
-    return out
+    w = Worker(kafka_bootstrap, tmp_path, unique).start()
+    yield w
+    w.stop()
 
 
 def test_purchases_to_alerts_through_a_real_broker(worker):
-    settings, proc, log = worker
+    settings = worker.settings
     rng = random.Random(7)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
 
@@ -139,9 +61,7 @@ def test_purchases_to_alerts_through_a_real_broker(worker):
     for p in train:
         send(settings.topic_purchases, p["card_hash"], orjson.dumps(p))
     producer.flush(30)
-    wait_for(lambda: metric(scrape(settings.metrics_port), "fraudstream_events_total",
-                            kind="purchase", outcome="scored") >= N_TRAIN,
-             120, "training purchases to be scored", proc, log)
+    worker.wait_scored(N_TRAIN)
     for p in train:
         label = {"transaction_id": p["transaction_id"], "is_fraud": p["transaction_id"] in frauds,
                  "label_time": p["event_time"] + 86_400_000, "source": "review"}
@@ -150,9 +70,8 @@ def test_purchases_to_alerts_through_a_real_broker(worker):
         {"transaction_id": "tx-unknown", "is_fraud": True, "label_time": "2024-01-02T00:00:00Z",
          "source": "review"}))
     producer.flush(30)
-    wait_for(lambda: metric(scrape(settings.metrics_port), "fraudstream_events_total",
-                            kind="label", outcome="applied") >= N_TRAIN,
-             120, "labels to be learned", proc, log)
+    worker.wait_for(lambda: worker.metric("fraudstream_events_total", kind="label",
+                                          outcome="applied") >= N_TRAIN, 120, "labels learned")
 
     # 2. Malformed input goes to the dead-letter topic and does not stop the worker.
     bad = {b"this is not json": "not_json",
@@ -168,13 +87,11 @@ def test_purchases_to_alerts_through_a_real_broker(worker):
     for p in test:
         send(settings.topic_purchases, p["card_hash"], orjson.dumps(p))
     producer.flush(30)
-    wait_for(lambda: metric(scrape(settings.metrics_port), "fraudstream_events_total",
-                            kind="purchase", outcome="scored") >= N_TRAIN + N_TEST,
-             120, "test purchases to be scored", proc, log)
+    worker.wait_scored(N_TRAIN + N_TEST)
 
-    samples = scrape(settings.metrics_port)
+    samples = worker.metrics()
     n_alerts = metric(samples, "fraudstream_alerts_total", model="dynamic")
-    alerts = consume_all(settings, settings.topic_alerts, int(n_alerts), 60)
+    alerts = consume_all(settings.kafka_bootstrap, settings.topic_alerts, int(n_alerts), 60)
     alerted = {orjson.loads(m.value())["transaction_id"] for m in alerts}
     test_ids = {p["transaction_id"] for p in test}
     caught = alerted & test_frauds
@@ -190,7 +107,7 @@ def test_purchases_to_alerts_through_a_real_broker(worker):
                             "scores", "reasons", "scored_at", "latency_seconds"}
     assert example["reasons"], "an alert says which features pushed its score up"
 
-    dead = consume_all(settings, settings.topic_purchases_dlq, len(bad), 30)
+    dead = consume_all(settings.kafka_bootstrap, settings.topic_purchases_dlq, len(bad), 30)
     assert sorted(m.value() for m in dead) == sorted(bad)
     for m in dead:
         headers = dict(m.headers())
@@ -212,4 +129,4 @@ def test_purchases_to_alerts_through_a_real_broker(worker):
     assert metric(samples, "fraudstream_event_latency_seconds_count",
                   kind="purchase") == N_TRAIN + N_TEST
     assert metric(samples, "fraudstream_model_version", model="dynamic") >= 1
-    assert proc.poll() is None, "the worker is still running"
+    assert worker.proc.poll() is None, "the worker is still running"
