@@ -16,9 +16,9 @@ the amount.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from features.schemas import Purchase
 from features.state import DAY, HOUR, CardState, SellerState, UserState, hour_of, items_class
@@ -131,7 +131,8 @@ def card_recent_velocity(card: CardState, now: float, window: float, half: float
     >>> card_recent_velocity(c, 3600.0, 3600.0, 3.0)
     0.5
     """
-    n = sum(1 for ts in card.recent_ts if now - window < ts <= now)
+    times = card.recent_ts  # sorted
+    n = bisect.bisect_right(times, now) - bisect.bisect_right(times, now - window)
     return n / (n + half)
 
 
@@ -184,9 +185,17 @@ def time_flags(ts: float) -> tuple[float, float]:
 
     >>> time_flags(1522540800.0)  # Sunday 2018-04-01 00:00 UTC
     (1.0, 1.0)
+    >>> time_flags(1522584000.0 + DAY)  # Monday noon
+    (0.0, 0.0)
     """
-    dt = datetime.fromtimestamp(ts, timezone.utc)
-    return float(dt.hour <= 6), float(dt.weekday() >= 5)
+    days, seconds = divmod(ts, DAY)
+    weekday = (int(days) + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
+    return float(seconds < 7 * HOUR), float(weekday >= 5)
+
+
+_WINDOW_KEYS = {entity: [(f"{entity}_count_{d}d", f"{entity}_mean_amount_{d}d")
+                         for d in WINDOW_DAYS] for entity in ("card", "user")}
+_SELLER_KEYS = [(f"seller_count_{d}d", f"seller_risk_{d}d") for d in WINDOW_DAYS]
 
 
 def compute_features(p: Purchase, user: UserState, card: CardState, seller: SellerState,
@@ -219,13 +228,15 @@ def compute_features(p: Purchase, user: UserState, card: CardState, seller: Sell
         "is_weekend": weekend,
     }
     hour = hour_of(now)
+    price = p.price
     for name, buckets in (("card", card.buckets), ("user", user.buckets)):
-        for d, (count, amount) in zip(WINDOW_DAYS, window_sums(buckets, hour)):
-            out[f"{name}_count_{d}d"] = count + 1
-            out[f"{name}_mean_amount_{d}d"] = (amount + p.price) / (count + 1)
-    for d, (count, _) in zip(WINDOW_DAYS, window_sums(seller.buckets, hour)):
-        out[f"seller_count_{d}d"] = count + 1
+        for (count_key, mean_key), (count, amount) in zip(_WINDOW_KEYS[name],
+                                                          window_sums(buckets, hour)):
+            out[count_key] = count + 1
+            out[mean_key] = (amount + price) / (count + 1)
+    recent = window_sums(seller.buckets, hour)
     delayed = window_sums(seller.buckets, hour_of(now - cfg.risk_delay))
-    for d, (count, frauds) in zip(WINDOW_DAYS, delayed):
-        out[f"seller_risk_{d}d"] = min(1.0, frauds / count) if count else 0.0
+    for (count_key, risk_key), (count, _), (old, frauds) in zip(_SELLER_KEYS, recent, delayed):
+        out[count_key] = count + 1
+        out[risk_key] = min(1.0, frauds / old) if old else 0.0
     return out

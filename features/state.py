@@ -85,13 +85,15 @@ def items_class(n_items: int) -> int:
     return 1 << (n_items - 1).bit_length()
 
 
-def _add_bucket(buckets: dict[int, list[float]], hour: int, count: float, value: float) -> None:
+def _add_bucket(buckets: dict[int, list[float]], hour: int, count: float, value: float) -> bool:
+    """Add to an hour's bucket; True when the bucket is new."""
     slot = buckets.get(hour)
     if slot is None:
         buckets[hour] = [count, value]
-    else:
-        slot[0] += count
-        slot[1] += value
+        return True
+    slot[0] += count
+    slot[1] += value
+    return False
 
 
 def _trim(buckets: dict[int, list[float]], newest_hour: int, keep_hours: int) -> None:
@@ -121,8 +123,8 @@ def apply_purchase(p: Purchase, user: UserState, card: CardState, seller: Seller
     user.log_price_n += 1
     user.log_price_sum += log_price
     user.log_price_sq += log_price * log_price
-    _add_bucket(user.buckets, hour, 1, p.price)
-    _trim(user.buckets, hour_of(user.last_ts), keep_hours)
+    if _add_bucket(user.buckets, hour, 1, p.price):  # only a new bucket can make one too old
+        _trim(user.buckets, hour_of(user.last_ts), keep_hours)
 
     _seen(card, p.event_ts)
     card.n_purchases += 1
@@ -131,8 +133,8 @@ def apply_purchase(p: Purchase, user: UserState, card: CardState, seller: Seller
     if len(recent) > 1 and recent[-2] > p.event_ts:
         recent.sort()
     del recent[:-RECENT_TIMES]
-    _add_bucket(card.buckets, hour, 1, p.price)
-    _trim(card.buckets, hour_of(card.last_ts), keep_hours)
+    if _add_bucket(card.buckets, hour, 1, p.price):
+        _trim(card.buckets, hour_of(card.last_ts), keep_hours)
 
     _seen(seller, p.event_ts)
     if p.seller_registered_ts is not None:
@@ -140,8 +142,70 @@ def apply_purchase(p: Purchase, user: UserState, card: CardState, seller: Seller
     seller.n_purchases += 1
     cls = items_class(p.n_items)
     seller.items_hist[cls] = seller.items_hist.get(cls, 0) + 1
-    _add_bucket(seller.buckets, hour, 1, 0)
-    _trim(seller.buckets, hour_of(seller.last_ts), seller_keep_hours)
+    if _add_bucket(seller.buckets, hour, 1, 0):
+        _trim(seller.buckets, hour_of(seller.last_ts), seller_keep_hours)
+
+
+def unapply_purchase(p: Purchase, user: UserState, card: CardState, seller: SellerState) -> None:
+    """Take one applied purchase back out of the three entity states.
+
+    The inverse of :func:`apply_purchase` for everything the features read:
+    the counters, the log-price sums, the item-count histogram, the
+    purchase's hourly buckets and the card's recent times. A store that
+    reads an entity back *after* applying a purchase gets the state the
+    purchase was featurized against from this. Integer fields come back
+    exactly, float sums to within rounding (``(a + x) - x`` may differ from
+    ``a`` in the last bit). ``recent_ts`` comes back exactly when it holds
+    one time more than ``RECENT_TIMES`` (the oldest time the purchase pushed
+    out). What the purchase overwrote is left as it is: first and last seen
+    times and registration times (a purchase that carries a registration
+    time is featurized with its own).
+
+    >>> u, c, s = UserState(), CardState(), SellerState()
+    >>> p = Purchase("t1", 7200.0, "u1", "s1", "i1", "c1", 20.0, 1)
+    >>> apply_purchase(p, u, c, s, keep_hours=721, seller_keep_hours=889)
+    >>> unapply_purchase(p, u, c, s)
+    >>> u.n_purchases, u.log_price_sum, u.buckets, c.recent_ts, s.items_hist, s.buckets
+    (0, 0.0, {}, [], {}, {})
+    """
+    hour = hour_of(p.event_ts)
+
+    def take_from_bucket(buckets: dict[int, list[float]], amount: float | None) -> None:
+        slot = buckets.get(hour)
+        if slot is None:
+            return
+        slot[0] -= 1
+        if amount is not None:
+            slot[1] -= amount
+        # An amount bucket goes with its last purchase (its sum is only a
+        # residue then); a seller's [count, frauds] stays while it counts frauds.
+        if slot[0] <= 0 and (amount is not None or not slot[1]):
+            del buckets[hour]
+
+    user.n_purchases -= 1
+    log_price = math.log(p.price)
+    user.log_price_n -= 1
+    if user.log_price_n:
+        user.log_price_sum -= log_price
+        user.log_price_sq -= log_price * log_price
+    else:  # nothing left: exactly zero rather than a rounding residue
+        user.log_price_sum = user.log_price_sq = 0.0
+    take_from_bucket(user.buckets, p.price)
+
+    card.n_purchases -= 1
+    if p.event_ts in card.recent_ts:
+        card.recent_ts.remove(p.event_ts)
+    del card.recent_ts[:-RECENT_TIMES]
+    take_from_bucket(card.buckets, p.price)
+
+    seller.n_purchases -= 1
+    cls = items_class(p.n_items)
+    left = seller.items_hist.get(cls, 0) - 1
+    if left > 0:
+        seller.items_hist[cls] = left
+    else:
+        seller.items_hist.pop(cls, None)
+    take_from_bucket(seller.buckets, None)
 
 
 def apply_label(label: Label, event_ts: float, user: UserState, card: CardState,

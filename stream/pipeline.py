@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import orjson
 
 from features.schemas import InvalidEvent, decode_label, decode_purchase, format_time
-from features.store import FeatureStore
+from features.store import FeatureStore, Snapshot
 from models.serving import ModelRuntime
 from stream.metrics import Metrics
 
@@ -57,6 +57,7 @@ class DeadLetter:
 class BatchResult:
     alerts: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, JSON value)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    snapshots: list[Snapshot] = field(default_factory=list)  # what was scored, in order
     processed: int = 0
 
 
@@ -97,7 +98,7 @@ class FraudPipeline:
             return result
 
         t0 = time.perf_counter()
-        snapshots = self.store.process_purchases(purchases)
+        snapshots = result.snapshots = self.store.process_purchases(purchases)
         t1 = time.perf_counter()
         decision = self.models.score_batch([s.features for s in snapshots])
         for snap, scores in zip(snapshots, decision.scores):

@@ -37,10 +37,13 @@ class StoreConfig:
 
     ``entity_ttl`` (seconds): an entity idle for longer is forgotten.
     ``label_horizon`` (seconds): how long a snapshot waits for its label.
+    ``fsync``: flush commits to the disk itself (survives a machine crash, not
+    only a process crash); embedded store only.
     """
 
     entity_ttl: float = 90 * DAY
     label_horizon: float = 45 * DAY
+    fsync: bool = False
     features: FeatureConfig = field(default_factory=FeatureConfig)
 
 
