@@ -93,6 +93,49 @@ def simulate(preset: str = typer.Option("demo", help="handbook, demo or drift.")
             progress.update(task, completed=total)
 
 
+def _find(data: Path, name: str) -> Path:
+    for suffix in (".parquet", ".jsonl", ".csv"):
+        if (data / f"{name}{suffix}").exists():
+            return data / f"{name}{suffix}"
+    raise typer.BadParameter(f"no {name}.parquet, {name}.jsonl or {name}.csv in {data} "
+                             "(write them with: fraudstream simulate --out DIR)")
+
+
+@cli.command()
+def replay(data: Path = typer.Argument(..., help="Directory with purchases.* and labels.*."),
+           out: Path = typer.Option(Path("report"), help="Directory for the report."),
+           model_kind: str = typer.Option("logreg", help="Dynamic model: logreg, hoeffding, arf."),
+           threshold: float = typer.Option(0.5, help="Alert threshold."),
+           batch_size: int = typer.Option(500, help="Micro-batch size."),
+           k: int = typer.Option(100, help="Cards checked per day for card precision@k."),
+           ) -> None:
+    """Replay purchases and delayed labels through the pipeline; write a report."""
+    import tempfile
+
+    from features.store.embedded import EmbeddedStore
+    from models.serving import ModelRuntime
+    from stream import simulator
+    from stream.pipeline import FraudPipeline
+    from stream.replay import replay as run_replay
+    from stream.report import write_report
+
+    purchases = simulator.read_events(_find(data, "purchases"))
+    labels = simulator.read_events(_find(data, "labels"))
+    with tempfile.TemporaryDirectory(prefix="fraudstream-replay-") as tmp:
+        pipeline = FraudPipeline(EmbeddedStore(tmp), ModelRuntime(kind=model_kind),
+                                 threshold=threshold)
+        with _progress() as progress:
+            task = progress.add_task("replaying", total=len(purchases) + len(labels))
+            result = run_replay(pipeline, purchases, labels, batch_size=batch_size,
+                                progress=lambda done, total: progress.update(task, completed=done))
+        pipeline.close()
+    metrics = write_report(result, out, models=["dynamic"], k=k)
+    for model, q in metrics["models"].items():
+        console.print(f"{model}: ROC AUC {q['roc_auc']}, AP {q['average_precision']}, "
+                      f"CP@{k} {q[f'card_precision_at_{k}']}")
+    console.print(f"{result.events_per_second:,.0f} events/s; report in {out}/report.html")
+
+
 @model_cli.command("list")
 def model_list() -> None:
     """List the kept versions of the dynamic model; * marks the current one."""
