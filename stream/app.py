@@ -8,13 +8,14 @@ before the state, the snapshots and the outputs of its event.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 import faust
 from prometheus_client import start_http_server
 
-from features.store import open_store
+from features.store import StoreUnavailable, open_store
 from models.registry import ModelRegistry
 from models.serving import ModelRuntime
 from stream.connections import ensure_topics, faust_credentials
@@ -71,6 +72,29 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
     purchases_dlq = app.topic(settings.topic_purchases_dlq, partitions=1, **raw)
     labels_dlq = app.topic(settings.topic_labels_dlq, partitions=1, **raw)
 
+    async def process(step, events) -> BatchResult:
+        """Run one micro-batch through the pipeline, retrying while the store is down.
+
+        Nothing of the batch is acknowledged until this returns, so Kafka
+        redelivers it after a crash; the store's idempotence makes retries safe.
+        """
+        messages = [_message(e) for e in events]
+        delay = 0.5
+        while True:
+            try:
+                result = step(messages)
+                pipeline.metrics.store_up.set(1)
+                return result
+            except StoreUnavailable as exc:
+                pipeline.metrics.store_up.set(0)
+                pipeline.metrics.store_errors.inc()
+                first, last = messages[0], messages[-1]
+                log.warning("feature store unavailable (%s); %s[%d] offsets %d..%d wait, "
+                            "retrying in %.1fs", exc, first.topic, first.partition,
+                            first.offset, last.offset, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
     async def send_outputs(result: BatchResult, dlq) -> None:
         for key, value in result.alerts:
             await alerts.send(key=key, value=value)
@@ -81,14 +105,12 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
     @app.agent(purchases)
     async def score_purchases(stream):
         async for events in stream.take_events(settings.batch_size, settings.batch_seconds):
-            result = pipeline.process_purchases([_message(e) for e in events])
-            await send_outputs(result, purchases_dlq)
+            await send_outputs(await process(pipeline.process_purchases, events), purchases_dlq)
 
     @app.agent(labels)
     async def learn_from_labels(stream):
         async for events in stream.take_events(settings.batch_size, settings.batch_seconds):
-            result = pipeline.process_labels([_message(e) for e in events])
-            await send_outputs(result, labels_dlq)
+            await send_outputs(await process(pipeline.process_labels, events), labels_dlq)
 
     return app
 

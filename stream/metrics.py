@@ -55,6 +55,13 @@ class Metrics:
         self.model_version = Gauge(
             "fraudstream_model_version", "Version of the model this worker scores with",
             ["model"], registry=r)
+        self.store_up = Gauge(
+            "fraudstream_store_up", "1 while the feature store answers, 0 during an outage "
+            "(the worker stops consuming and retries)", registry=r)
+        self.store_up.set(1)
+        self.store_errors = Counter(
+            "fraudstream_store_errors", "Micro-batches that failed because the feature store "
+            "was unavailable (each is retried)", registry=r)
         self.store_seconds = Histogram(
             "fraudstream_store_seconds", "Feature store time per micro-batch, by operation",
             ["operation"], buckets=LATENCY_BUCKETS, registry=r)

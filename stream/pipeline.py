@@ -102,44 +102,53 @@ class FraudPipeline:
         t1 = time.perf_counter()
         decision = self.models.score_batch([s.features for s in snapshots])
         for snap, scores in zip(snapshots, decision.scores):
-            snap.scores.update(scores)
+            snap.scores.update(scores)  # kept with the snapshot for live quality later
         t2 = time.perf_counter()
         self.store.commit()
-        m.store_seconds.labels(operation="purchases").observe(t2 - t1 + t1 - t0)
+        m.store_seconds.labels(operation="purchases").observe(time.perf_counter() - t2 + t1 - t0)
 
         scored_at = time.time()
         champion = decision.champion
         self._report_versions(decision.versions)
+        histograms = {name: m.scores.labels(model=name) for name in decision.scores[0]}
+        latency = m.latency.labels(kind="purchase")
+        duplicates = 0
         for snap, scores, msg, p in zip(snapshots, decision.scores, sources, purchases):
-            score = scores[champion]
             for name, value in scores.items():
-                m.scores.labels(model=name).observe(value)
-            m.events.labels(kind="purchase",
-                            outcome="duplicate" if snap.duplicate else "scored").inc()
-            if decision.ready and score > self.threshold:
-                alert = {
-                    "transaction_id": snap.transaction_id,
-                    "event_time": format_time(snap.event_ts),
-                    "score": round(score, 6),
-                    "threshold": self.threshold,
-                    "model": {"name": champion, "version": decision.versions[champion]},
-                    "scores": {k: round(v, 6) for k, v in scores.items()},
-                    "reasons": self.models.reasons(champion, snap.features),
-                    "user_id": p.user_id,
-                    "seller_id": p.seller_id,
-                    "card_hash": p.card_hash,
-                    "price": p.price,
-                    "scored_at": format_time(scored_at),
-                    "latency_seconds": (round(scored_at - msg.timestamp, 6)
-                                        if msg.timestamp else None),
-                }
+                histograms[name].observe(value)
+            duplicates += snap.duplicate
+            if decision.ready and scores[champion] > self.threshold:
+                alert = self._alert(snap, p, scores, decision, scored_at, msg.timestamp)
                 result.alerts.append((snap.transaction_id.encode(), orjson.dumps(alert)))
-                m.alerts.labels(model=champion).inc()
             if msg.timestamp:
-                m.latency.labels(kind="purchase").observe(max(0.0, scored_at - msg.timestamp))
+                latency.observe(max(0.0, scored_at - msg.timestamp))
+        m.events.labels(kind="purchase", outcome="scored").inc(len(snapshots) - duplicates)
+        if duplicates:
+            m.events.labels(kind="purchase", outcome="duplicate").inc(duplicates)
+        if result.alerts:
+            m.alerts.labels(model=champion).inc(len(result.alerts))
         m.batch_seconds.labels(kind="purchase").observe(time.perf_counter() - started)
         m.batch_size.labels(kind="purchase").observe(len(messages))
         return result
+
+    def _alert(self, snap: Snapshot, p, scores: dict[str, float], decision, scored_at: float,
+               produced_at: float | None) -> dict:
+        champion = decision.champion
+        return {
+            "transaction_id": snap.transaction_id,
+            "event_time": format_time(snap.event_ts),
+            "score": round(scores[champion], 6),
+            "threshold": self.threshold,
+            "model": {"name": champion, "version": decision.versions[champion]},
+            "scores": {k: round(v, 6) for k, v in scores.items()},
+            "reasons": self.models.reasons(champion, snap.features),
+            "user_id": p.user_id,
+            "seller_id": p.seller_id,
+            "card_hash": p.card_hash,
+            "price": p.price,
+            "scored_at": format_time(scored_at),
+            "latency_seconds": round(scored_at - produced_at, 6) if produced_at else None,
+        }
 
     def process_labels(self, messages: Sequence[Message]) -> BatchResult:
         """Apply a micro-batch of label messages: state updates, then learning."""
