@@ -1,13 +1,13 @@
 # Two commands for a fresh machine:  `make demo`  and  `make test`.
-# Everything they need (virtualenv, Python packages, the Kafka broker's jars)
-# is installed on first use and reused afterwards.
+# Everything they need (virtualenv, Python packages, the Kafka broker's jars,
+# and for the tests Debian's prometheus) is installed on first use and reused.
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install kafka demo test bench clean
+.PHONY: install kafka prometheus demo test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,13 @@ install: $(STAMP)
 kafka: $(STAMP)
 	$(PY) -m deploy.kafka.launcher fetch
 
+prometheus:
+	bash deploy/install-prometheus.sh
+
 demo: install kafka
 	$(VENV)/bin/fraudstream demo
 
-test: install kafka
+test: install kafka prometheus
 	$(PY) -m pytest
 
 clean:

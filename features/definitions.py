@@ -20,10 +20,10 @@ import bisect
 import math
 from dataclasses import dataclass
 
-from features.schemas import Purchase
+from features.schemas import (FEATURE_NAMES, SEED_FEATURES, WINDOW_DAYS,  # noqa: F401
+                              WINDOW_FEATURES, Purchase)
 from features.state import DAY, HOUR, CardState, SellerState, UserState, hour_of, items_class
 
-WINDOW_DAYS = (1, 7, 30)
 WINDOW_HOURS = tuple(24 * d for d in WINDOW_DAYS)
 
 
@@ -34,33 +34,28 @@ class FeatureConfig:
     ``tenure_half_life`` is the age (seconds) at which a tenure ratio is 0.5;
     ``velocity_window`` the span (seconds) a card's purchases count as recent;
     ``velocity_half`` the number of recent purchases at which velocity is 0.5;
-    ``risk_delay`` how far back (seconds) the seller risk windows end.
+    ``risk_delay`` how far back (seconds) the seller risk windows end;
+    ``late_tolerance`` how late (seconds behind the newest event of an
+    entity) a purchase may arrive and still see its full windows.
     """
 
     tenure_half_life: float = 30 * DAY
     velocity_window: float = HOUR
     velocity_half: float = 3.0
     risk_delay: float = 7 * DAY
+    late_tolerance: float = 2 * DAY
 
     @property
     def keep_hours(self) -> int:
-        """Hourly buckets kept per user and card."""
-        return max(WINDOW_DAYS) * 24 + 1
+        """Hourly buckets kept per user and card: the longest window, late arrivals too."""
+        return max(WINDOW_DAYS) * 24 + math.ceil(self.late_tolerance / HOUR) + 1
 
     @property
     def seller_keep_hours(self) -> int:
         """Hourly buckets kept per seller: the longest window plus the delay."""
-        return max(WINDOW_DAYS) * 24 + math.ceil(self.risk_delay / HOUR) + 1
+        return self.keep_hours + math.ceil(self.risk_delay / HOUR)
 
 
-SEED_FEATURES = ("user_tenure", "seller_tenure", "user_fraud_ratio", "user_price_typicality",
-                 "card_report_rate", "card_recent_velocity", "seller_items_typicality")
-WINDOW_FEATURES = tuple(
-    f"{entity}_{stat}_{d}d"
-    for entity, stats in (("card", ("count", "mean_amount")), ("user", ("count", "mean_amount")),
-                          ("seller", ("count", "risk")))
-    for stat in stats for d in WINDOW_DAYS)
-FEATURE_NAMES = SEED_FEATURES + ("amount", "is_night", "is_weekend") + WINDOW_FEATURES
 
 
 def tenure(now: float, since: float | None, half_life: float) -> float:

@@ -34,6 +34,18 @@ MAX_FUTURE_SECONDS = 24 * 3600.0
 # seconds were sent where milliseconds were expected.
 MIN_TIMESTAMP = 315_532_800.0  # 1980-01-01
 
+# The feature vector every model sees, in this order (definitions in
+# features/definitions.py).
+WINDOW_DAYS = (1, 7, 30)
+SEED_FEATURES = ("user_tenure", "seller_tenure", "user_fraud_ratio", "user_price_typicality",
+                 "card_report_rate", "card_recent_velocity", "seller_items_typicality")
+WINDOW_FEATURES = tuple(
+    f"{entity}_{stat}_{d}d"
+    for entity, stats in (("card", ("count", "mean_amount")), ("user", ("count", "mean_amount")),
+                          ("seller", ("count", "risk")))
+    for stat in stats for d in WINDOW_DAYS)
+FEATURE_NAMES = SEED_FEATURES + ("amount", "is_night", "is_weekend") + WINDOW_FEATURES
+
 PURCHASE_FIELDS = ("transaction_id", "event_time", "user_id", "seller_id", "item_id",
                    "card_hash", "price", "n_items")
 LABEL_FIELDS = ("transaction_id", "is_fraud", "label_time", "source")

@@ -161,6 +161,13 @@ def unapply_purchase(p: Purchase, user: UserState, card: CardState, seller: Sell
     times and registration times (a purchase that carries a registration
     time is featurized with its own).
 
+    Parameters
+    ----------
+    p : Purchase
+        The purchase to take out.
+    user, card, seller : UserState, CardState, SellerState
+        The states after the purchase, changed in place.
+
     >>> u, c, s = UserState(), CardState(), SellerState()
     >>> p = Purchase("t1", 7200.0, "u1", "s1", "i1", "c1", 20.0, 1)
     >>> apply_purchase(p, u, c, s, keep_hours=721, seller_keep_hours=889)

@@ -51,6 +51,8 @@ class ModelRuntime:
         self.warmup_frauds = warmup_frauds
         self.warmup_legit = warmup_legit
         self.dynamic = DynamicModel(kind, fraud_weight)
+        self.background: DynamicModel | None = None  # learning since a drift warning
+        self.swap_pending = False
         self.version = 0
         self.unpublished = 0
         self._last_publish = time.monotonic()
@@ -93,12 +95,46 @@ class ModelRuntime:
         A model that has seen a handful of labels (and with late labels, the
         first ones are mostly frauds) would alert on nearly everything.
         """
-        m = self.dynamic
-        return m.n_frauds >= self.warmup_frauds and m.n_labels - m.n_frauds >= self.warmup_legit
+        return self._trained(self.dynamic)
 
     def learn(self, x: Mapping[str, float], is_fraud: bool) -> None:
         self.dynamic.learn(x, is_fraud)
         self.unpublished += 1
+        if self.background is not None:
+            self.background.learn(x, is_fraud)
+            if self.swap_pending and self._trained(self.background):
+                self._swap()
+
+    def on_drift_warning(self) -> None:
+        """The error rises: start a background model on the labels from now on."""
+        if self.background is None:
+            self.background = DynamicModel(self.kind, self.fraud_weight)
+            log.info("drift warning: background dynamic model started")
+
+    def on_drift(self) -> None:
+        """A confirmed drift: the background model replaces the current one.
+
+        It has learned only since the warning, i.e. on the new pattern; if it
+        has not seen enough of both classes yet, the swap waits for it.
+        """
+        self.on_drift_warning()
+        if self._trained(self.background):
+            self._swap()
+        else:
+            self.swap_pending = True
+
+    def _trained(self, model: DynamicModel) -> bool:
+        return model.n_frauds >= self.warmup_frauds and \
+            model.n_labels - model.n_frauds >= self.warmup_legit
+
+    def _swap(self) -> None:
+        old = self.dynamic
+        self.dynamic, self.background, self.swap_pending = self.background, None, False
+        log.warning("drift: dynamic model replaced by the background model trained on %d "
+                    "labels since the warning (the old one had %d)", self.dynamic.n_labels,
+                    old.n_labels)
+        self.unpublished += 1
+        self.maybe_publish(force=True)
 
     def maybe_publish(self, force: bool = False) -> None:
         """Publish a new version when enough labels or time have passed."""

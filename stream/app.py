@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import faust
+from faust.types import TP
 from prometheus_client import start_http_server
 
 from features.store import StoreUnavailable, open_store
@@ -95,6 +96,21 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
+    def report_lag(events) -> None:
+        """Consumer lag of the partitions of a batch, from the fetcher's cached highwaters."""
+        last: dict[TP, int] = {}
+        for e in events:
+            tp = e.message.tp
+            last[tp] = max(last.get(tp, -1), e.message.offset)
+        for tp, offset in last.items():
+            try:
+                highwater = app.consumer.highwater(tp)
+            except (AssertionError, KeyError, AttributeError):  # not (yet) known for tp
+                continue
+            if highwater is not None:
+                pipeline.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)
+                                                     ).set(max(0, highwater - offset - 1))
+
     async def send_outputs(result: BatchResult, dlq) -> None:
         for key, value in result.alerts:
             await alerts.send(key=key, value=value)
@@ -106,11 +122,13 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
     async def score_purchases(stream):
         async for events in stream.take_events(settings.batch_size, settings.batch_seconds):
             await send_outputs(await process(pipeline.process_purchases, events), purchases_dlq)
+            report_lag(events)
 
     @app.agent(labels)
     async def learn_from_labels(stream):
         async for events in stream.take_events(settings.batch_size, settings.batch_seconds):
             await send_outputs(await process(pipeline.process_labels, events), labels_dlq)
+            report_lag(events)
 
     return app
 

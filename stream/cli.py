@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from stream.cli_offline import register as register_offline
 from stream.settings import Settings
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -160,6 +161,9 @@ def model_rollback(version: int = typer.Argument(..., help="The version to make 
     except KeyError as exc:
         raise typer.BadParameter(str(exc)) from None
     console.print(f"dynamic model version {info.version} is current ({info.n_labels} labels)")
+
+
+register_offline(cli)
 
 
 def main() -> None:

@@ -55,6 +55,25 @@ class Metrics:
         self.model_version = Gauge(
             "fraudstream_model_version", "Version of the model this worker scores with",
             ["model"], registry=r)
+        self.model_roc_auc = Gauge(
+            "fraudstream_model_roc_auc", "ROC AUC of each model over its last labels "
+            "(sliding window)", ["model"], registry=r)
+        self.model_average_precision = Gauge(
+            "fraudstream_model_average_precision", "Average precision of each model over its "
+            "last labels (sliding window)", ["model"], registry=r)
+        self.model_card_precision_at_k = Gauge(
+            "fraudstream_model_card_precision_at_k", "Card precision@k per day of each model "
+            "over its last labels, averaged over the days in the window", ["model"], registry=r)
+        self.drift_detections = Counter(
+            "fraudstream_drift_detections", "Confirmed drifts, by detector (error, psi) and "
+            "signal (a model, a score or a feature)", ["detector", "signal"], registry=r)
+        self.drift_statistic = Gauge(
+            "fraudstream_drift_statistic", "Latest drift statistic per detector and signal "
+            "(PSI for distributions, mean log-loss for errors)", ["detector", "signal"],
+            registry=r)
+        self.consumer_lag = Gauge(
+            "fraudstream_consumer_lag_messages", "Messages on a partition not yet processed by "
+            "this worker", ["topic", "partition"], registry=r)
         self.store_up = Gauge(
             "fraudstream_store_up", "1 while the feature store answers, 0 during an outage "
             "(the worker stops consuming and retries)", registry=r)

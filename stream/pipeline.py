@@ -14,7 +14,9 @@ once it has sent the outputs.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -22,8 +24,11 @@ import orjson
 
 from features.schemas import InvalidEvent, decode_label, decode_purchase, format_time
 from features.store import FeatureStore, Snapshot
+from models.monitoring import ModelMonitor
 from models.serving import ModelRuntime
 from stream.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +75,18 @@ class FraudPipeline:
 
     def __init__(self, store: FeatureStore, models: ModelRuntime, threshold: float = 0.5,
                  metrics: Metrics | None = None, clock: Callable[[], float] = time.time,
-                 max_event_bytes: int = 64 * 1024):
+                 max_event_bytes: int = 64 * 1024, monitor: ModelMonitor | None = None,
+                 report_every_seconds: float = 2.0):
         self.store = store
         self.models = models
         self.threshold = threshold
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.max_event_bytes = max_event_bytes
+        self.monitor = monitor or ModelMonitor(models=tuple(models.versions()))
+        self.report_every_seconds = report_every_seconds
+        self._last_report = 0.0
+        self.drift_log: deque[dict] = deque(maxlen=1000)  # recent drift signals, for reports
 
     def process_purchases(self, messages: Sequence[Message]) -> BatchResult:
         """Score a micro-batch of purchase messages; return alerts and dead letters."""
@@ -106,6 +116,8 @@ class FraudPipeline:
         t2 = time.perf_counter()
         self.store.commit()
         m.store_seconds.labels(operation="purchases").observe(time.perf_counter() - t2 + t1 - t0)
+        self._on_signals(self.monitor.observe_scored([s.features for s in snapshots],
+                                                     decision.scores))
 
         scored_at = time.time()
         champion = decision.champion
@@ -171,12 +183,16 @@ class FraudPipeline:
             for outcome in outcomes:
                 m.events.labels(kind="label", outcome=outcome.status).inc()
                 if outcome.status == "applied":
-                    self.models.learn(outcome.snapshot.features, outcome.label.is_fraud)
-                    m.labels_learned.labels(is_fraud=str(outcome.label.is_fraud).lower()).inc()
+                    snap, is_fraud = outcome.snapshot, outcome.label.is_fraud
+                    self._on_signals(self.monitor.observe_label(
+                        snap.scores, is_fraud, snap.card_hash, snap.event_ts))
+                    self.models.learn(snap.features, is_fraud)
+                    m.labels_learned.labels(is_fraud=str(is_fraud).lower()).inc()
             # The model is published only after the state it learned with is durable.
             self.store.commit()
             self.models.maybe_publish()
             self._report_versions(self.models.versions())
+            self._report_quality()
             done = time.time()
             for msg in sources:
                 if msg.timestamp:
@@ -184,6 +200,35 @@ class FraudPipeline:
         m.batch_seconds.labels(kind="label").observe(time.perf_counter() - started)
         m.batch_size.labels(kind="label").observe(len(messages))
         return result
+
+    def _on_signals(self, signals) -> None:
+        """Log every drift signal with its evidence; count drifts; adapt the dynamic model."""
+        for signal in signals:
+            log.warning("%s", signal)
+            if signal.kind == "drift":
+                self.metrics.drift_detections.labels(detector=signal.detector,
+                                                     signal=signal.signal).inc()
+                self.drift_log.append({"time": self.clock(), "detector": signal.detector,
+                                       "signal": signal.signal, "statistic": signal.statistic})
+            if signal.detector == "error" and signal.signal == "dynamic":
+                if signal.kind == "drift":
+                    self.models.on_drift()
+                else:
+                    self.models.on_drift_warning()
+
+    def _report_quality(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_report < self.report_every_seconds:
+            return
+        self._last_report = now
+        m = self.metrics
+        for model, q in self.monitor.report().items():
+            m.model_roc_auc.labels(model=model).set(q["roc_auc"])
+            m.model_average_precision.labels(model=model).set(q["average_precision"])
+            m.model_card_precision_at_k.labels(model=model).set(q["card_precision_at_k"])
+        for (detector, signal), value in self.monitor.statistics().items():
+            if value is not None:
+                m.drift_statistic.labels(detector=detector, signal=signal).set(value)
 
     def _report_versions(self, versions: dict[str, int]) -> None:
         for name, version in versions.items():

@@ -129,4 +129,11 @@ def test_purchases_to_alerts_through_a_real_broker(worker):
     assert metric(samples, "fraudstream_event_latency_seconds_count",
                   kind="purchase") == N_TRAIN + N_TEST
     assert metric(samples, "fraudstream_model_version", model="dynamic") >= 1
+    lags = [v for (name, labels), v in samples.items()
+            if name == "fraudstream_consumer_lag_messages"
+            and dict(labels)["topic"] == settings.topic_purchases]
+    assert lags and sum(lags) == 0, lags  # everything produced was consumed
+    # Live quality joins each label with the score its purchase got when scored: the
+    # labelled purchases were all scored before the model had learned anything.
+    assert metric(samples, "fraudstream_model_roc_auc", model="dynamic") == 0.5
     assert worker.proc.poll() is None, "the worker is still running"

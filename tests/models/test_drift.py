@@ -1,0 +1,204 @@
+"""Drift detectors on synthetic streams whose change point is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from models.drift import DistributionDrift, DriftSignal, ErrorDrift, log_loss
+
+PRE = 20_000  # labels before the change
+
+
+def labelled(rng, n, fraud_rate=0.01, missed_rate=0.0):
+    """Scores of a decent model at ``fraud_rate`` fraud, plus ``missed_rate`` of
+    frauds of a new pattern that it scores like legitimate transactions."""
+    u = rng.random(n)
+    y = u < fraud_rate + missed_rate
+    known = u < fraud_rate
+    s = rng.beta(1, 50, n)
+    s[known] = rng.beta(4, 2, int(known.sum()))
+    return list(zip(s.tolist(), y.tolist()))
+
+
+def run(detector, stream):
+    return [(i, sig) for i, (s, y) in enumerate(stream)
+            if (sig := detector.update(s, y)) is not None]
+
+
+def test_log_loss_is_clipped():
+    assert log_loss(0.5, True) == pytest.approx(math.log(2))
+    assert log_loss(1.0, False) == pytest.approx(-math.log(1e-3))
+    assert log_loss(1.0, True) == pytest.approx(-math.log(1 - 1e-3))
+
+
+def test_no_false_alarm_on_a_long_stationary_stream():
+    d = ErrorDrift("dynamic")
+    assert run(d, labelled(np.random.default_rng(0), 200_000)) == []
+    assert (d.n_seen, d.n_warnings, d.n_drifts, d.in_warning) == (200_000, 0, 0, False)
+    assert 1_500 < d.n_frauds < 2_500
+    assert 0.0 < d.error < 0.1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_new_fraud_pattern_is_confirmed_within_2000_labels(seed):
+    rng = np.random.default_rng(seed)
+    d = ErrorDrift("dynamic")
+    assert run(d, labelled(rng, PRE)) == []
+    after = labelled(rng, 3_000, missed_rate=0.01)
+    kinds, warning_at, drift_at = [], None, None
+    for i, (s, y) in enumerate(after):
+        sig = d.update(s, y)
+        if sig is None:
+            continue
+        kinds.append(sig.kind)
+        if sig.kind == "warning":
+            warning_at = i
+            assert d.in_warning  # a background model would start learning here
+        else:
+            drift_at = i
+            break
+    assert drift_at is not None and drift_at < 2_000, kinds
+    assert kinds == ["warning", "drift"] and warning_at < drift_at
+    assert not d.in_warning and d.n_drifts == 1 and d.n_warnings == 1
+    assert sig.detector == "error" and sig.signal == "dynamic" and sig.threshold == d.drift_delta
+    assert sig.current_mean > sig.reference_mean and sig.n_seen == PRE + drift_at + 1
+
+
+def test_an_improving_model_is_not_a_drift_and_a_later_rise_still_is():
+    rng = np.random.default_rng(5)
+    d = ErrorDrift("dynamic")
+    worse = labelled(rng, 15_000, missed_rate=0.01)
+    better = labelled(rng, 15_000)
+    assert [s.kind for _, s in run(d, worse + better)] == []
+    # The fall shrank the window instead of clearing it: the rise is measured against it.
+    signals = run(d, labelled(rng, 3_000, missed_rate=0.01))
+    assert [s.kind for _, s in signals] == ["warning", "drift"]
+    assert signals[-1][0] < 2_000
+
+
+def test_an_unconfirmed_warning_times_out():
+    rng = np.random.default_rng(6)
+    d = ErrorDrift("dynamic", drift_delta=1e-12, warning_timeout=2_000)
+    run(d, labelled(rng, 10_000))
+    signals = run(d, labelled(rng, 1_500, missed_rate=0.03))
+    assert [s.kind for _, s in signals][:1] == ["warning"] and d.in_warning
+    run(d, labelled(rng, 6_000))  # back to normal: no confirmation comes
+    assert not d.in_warning and d.n_drifts == 0
+
+
+def test_no_detection_before_min_labels():
+    d = ErrorDrift("dynamic", min_labels=5_000)
+    rng = np.random.default_rng(7)
+    stream = labelled(rng, 2_000) + labelled(rng, 2_500, missed_rate=0.05)
+    assert run(d, stream) == []
+
+
+def test_bad_deltas_are_rejected():
+    with pytest.raises(ValueError):
+        ErrorDrift(drift_delta=0.5, warning_delta=0.1)
+
+
+def test_drift_signal_reads_as_a_log_line():
+    s = DriftSignal("error", "dynamic", "drift", 0.2, 0.05, 1000, 0.05, 0.2)
+    assert str(s) == ("drift error/dynamic: statistic 0.2 vs threshold 0.05 after 1000 values "
+                      "(mean 0.05 -> 0.2)")
+    assert "mean" not in str(DriftSignal("psi", "x", "warning", 0.1, 0.1, 5))
+
+
+def psi_by_hand(reference, current, bins=10):
+    """The PSI from its definition: reference deciles, half-count smoothing."""
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+    k = len(edges) + 1
+    r = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=k)
+    c = np.bincount(np.searchsorted(edges, current, side="right"), minlength=k)
+    r = (r + 0.5) / (len(reference) + 0.5 * k)
+    c = (c + 0.5) / (len(current) + 0.5 * k)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def test_psi_matches_its_definition_over_the_sliding_window():
+    rng = np.random.default_rng(1)
+    values = np.r_[rng.normal(0, 1, 3_000), rng.normal(0.3, 1.3, 2_345)]
+    d = DistributionDrift(reference_size=1_000, window_size=700, threshold=0.2, check_every=10**9)
+    assert d.psi("x") is None
+    for v in values:
+        d.update({"x": float(v)})
+    assert d.psi("x") == pytest.approx(psi_by_hand(values[:1_000], values[-700:]), rel=1e-12)
+    assert d.signals == ["x"]
+
+
+def test_a_shifted_feature_is_flagged_and_the_others_are_not():
+    rng = np.random.default_rng(2)
+    d = DistributionDrift(reference_size=5_000, window_size=2_000, threshold=0.2,
+                          warning_threshold=0.1, check_every=500)
+    raised = []
+    for i in range(40_000):
+        shifted = i >= 30_000
+        raised += d.update({
+            "amount": rng.lognormal(3.0 + (0.5 if shifted else 0.0), 1.0),
+            "score:dynamic": rng.beta(1, 50),
+            "is_night": float(rng.random() < 0.2),
+            "n_items": float(rng.integers(1, 4)),
+        })
+    assert [(s.signal, s.kind) for s in raised] == [("amount", "warning"), ("amount", "drift")]
+    drift = raised[-1]
+    assert drift.detector == "psi" and drift.statistic >= 0.2 and drift.threshold == 0.2
+    assert 30_000 < drift.n_seen <= 32_000  # within one window of the change
+    assert drift.current_mean > drift.reference_mean
+    for name in ("score:dynamic", "is_night", "n_items"):
+        assert d.psi(name) < 0.02
+
+
+def test_no_signal_on_a_long_unshifted_stream():
+    rng = np.random.default_rng(3)
+    d = DistributionDrift(reference_size=5_000, window_size=2_000, threshold=0.2, check_every=200)
+    highest = 0.0
+    for v in rng.normal(0, 1, 100_000).tolist():
+        assert d.update({"x": v}) == []
+        if d.n_updates % 200 == 0 and d.psi("x") is not None:
+            highest = max(highest, d.psi("x"))
+    assert highest < 0.05  # well under the 0.1 warning level
+
+
+def test_a_binary_flag_whose_rate_changes():
+    rng = np.random.default_rng(4)
+    d = DistributionDrift(reference_size=2_000, window_size=1_000, threshold=0.2, check_every=100)
+    kinds = []
+    for i in range(6_000):
+        kinds += [s.kind for s in d.update({"flag": float(rng.random() < (0.1 if i < 4_000
+                                                                              else 0.5))})]
+    assert kinds == ["warning", "drift"]
+
+
+def test_one_signal_per_crossing_and_reset_takes_a_new_reference():
+    rng = np.random.default_rng(5)
+    d = DistributionDrift(reference_size=1_000, window_size=500, threshold=0.2,
+                          warning_threshold=None, check_every=100)
+
+    def feed(n, mean):
+        return [s.kind for _ in range(n) for s in d.update({"x": rng.normal(mean, 1.0)})]
+
+    assert feed(3_000, 0.0) == []
+    assert feed(3_000, 2.0) == ["drift"]  # raised once, not at every check
+    assert feed(3_000, 0.0) == []  # back well below the threshold: re-armed
+    assert feed(3_000, 2.0) == ["drift"]
+    d.reset("x")
+    assert feed(3_000, 2.0) == []  # the shifted distribution is the new reference
+    assert d.psi("x") < 0.1
+
+
+def test_missing_values_are_skipped():
+    d = DistributionDrift(reference_size=10, window_size=5, threshold=0.2, check_every=1)
+    for i in range(20):
+        d.update({"x": float(i % 4), "y": math.nan})
+    assert d.psi("x") is not None and d.psi("y") is None
+
+
+def test_bad_parameters_are_rejected():
+    with pytest.raises(ValueError):
+        DistributionDrift(threshold=0.1, warning_threshold=0.2)
+    with pytest.raises(ValueError):
+        DistributionDrift(bins=1)
