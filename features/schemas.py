@@ -17,6 +17,7 @@ features.schemas.InvalidEvent: missing_field: event_time
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -57,11 +58,11 @@ class InvalidEvent(ValueError):
     ``reason`` is a short code fit for a metric label and a dead-letter header
     (``not_json``, ``missing_field``, ``bad_type``, ``out_of_range``,
     ``oversize``, ``unknown_schema_version``, ``future_time``, ``not_object``,
-    ``not_utf8``); ``detail`` says which field and why.
+    ``not_utf8``, ``duplicate_key``); ``detail`` says which field and why.
     """
 
     REASONS = ("not_utf8", "not_json", "not_object", "oversize", "unknown_schema_version",
-               "missing_field", "bad_type", "out_of_range", "future_time")
+               "duplicate_key", "missing_field", "bad_type", "out_of_range", "future_time")
 
     def __init__(self, reason: str, detail: str = ""):
         assert reason in self.REASONS, reason
@@ -150,10 +151,45 @@ def _load_object(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
         raise InvalidEvent("not_json", str(exc)[:80]) from None
     if not isinstance(obj, dict):
         raise InvalidEvent("not_object", f"got a JSON {type(obj).__name__}")
+    _reject_duplicate_keys(raw, obj)
     version = obj.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION or isinstance(version, bool):
         raise InvalidEvent("unknown_schema_version", repr(version)[:20])
     return obj
+
+
+def _reject_duplicate_keys(raw: bytes | str, obj: dict[str, Any]) -> None:
+    """Refuse an object with a repeated key: which value is meant is anybody's guess.
+
+    The fast parser keeps the last value silently. Every key of a flat object
+    is followed by ``":``, so when the text has no more of those than the
+    object has keys there can be no duplicate; only otherwise (nested objects,
+    or ``":`` inside a string) the slower exact check runs.
+
+    >>> _reject_duplicate_keys(b'{"a": 1, "b": 2}', {"a": 1, "b": 2})
+    >>> _reject_duplicate_keys(b'{"a": 1, "a": 2}', {"a": 2})
+    Traceback (most recent call last):
+    ...
+    features.schemas.InvalidEvent: duplicate_key: a
+    """
+    text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
+    if text.count('":') <= len(obj):
+        return
+
+    def check(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InvalidEvent("duplicate_key", key[:40])
+            seen.add(key)
+        return dict(pairs)
+
+    try:
+        json.loads(text, object_pairs_hook=check)
+    except InvalidEvent:
+        raise
+    except ValueError as exc:  # the two parsers disagree on some exotic input: refuse it
+        raise InvalidEvent("not_json", str(exc)[:80]) from None
 
 
 def _text(obj: dict[str, Any], name: str) -> str:

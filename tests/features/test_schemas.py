@@ -46,6 +46,8 @@ def with_(**changes) -> bytes:
     (with_(schema_version=2), "unknown_schema_version"),
     (with_(transaction_id=""), "out_of_range"),
     (with_(user_id=17), "bad_type"),
+    (with_(price=...)[:-1] + b',"price":10.0,"price":-1.0}', "duplicate_key"),
+    (b'{"transaction_id": "t1", "extra": {"a": 1, "a": 2}}', "duplicate_key"),
 ])
 def test_each_kind_of_bad_purchase_has_its_reason(raw, expected):
     assert reason(raw) == expected
