@@ -1,6 +1,12 @@
 """Models at serving time: scoring, learning, publishing and hot-swapping versions.
 
-One :class:`ModelRuntime` per worker. Every worker scores; the worker that
+One :class:`ModelRuntime` per worker. Every model scores every event: the
+dynamic model, the static model when one is configured, and their ``blend``
+(``blend_weight`` times the dynamic score plus the rest times the static
+one). The ``champion`` (a setting) decides alerts; the others run in shadow
+and are measured the same way.
+
+Every worker scores; the worker that
 receives labels learns and publishes a new version of the dynamic model every
 ``publish_every_labels`` labels or ``publish_every_seconds`` seconds. Every
 worker checks the registry every ``refresh_seconds`` and swaps to the current
@@ -13,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping, Sequence
 
 from models.dynamic import DynamicModel
@@ -41,7 +48,9 @@ class ModelRuntime:
     def __init__(self, registry: ModelRegistry | None = None, kind: str = "logreg",
                  fraud_weight: float = 1.0, publish_every_labels: int = 500,
                  publish_every_seconds: float = 30.0, refresh_seconds: float = 1.0,
-                 warmup_frauds: int = 10, warmup_legit: int = 100):
+                 warmup_frauds: int = 10, warmup_legit: int = 100,
+                 static_model_dir: str | None = None, champion: str = "dynamic",
+                 blend_weight: float = 0.5):
         self.registry = registry
         self.kind = kind
         self.fraud_weight = fraud_weight
@@ -57,16 +66,27 @@ class ModelRuntime:
         self.unpublished = 0
         self._last_publish = time.monotonic()
         self._last_refresh = 0.0
-        self.champion = "dynamic"
+        self.static = None
+        self.static_dir = static_model_dir or None
+        self._static_stamp = None
+        self.blend_weight = blend_weight
+        if champion not in ("dynamic", "static", "blend"):
+            raise ValueError(f"unknown champion {champion!r}: dynamic, static or blend")
+        if champion != "dynamic" and not self.static_dir:
+            raise ValueError(f"champion {champion!r} needs a static model: set the static "
+                             "model directory (train one with: fraudstream train-static)")
+        self.champion = champion
         self._refresh(force=True)
 
     def _refresh(self, force: bool = False) -> None:
-        if self.registry is None:
-            return
         now = time.monotonic()
         if not force and now - self._last_refresh < self.refresh_seconds:
             return
         self._last_refresh = now
+        if self.static_dir:
+            self._refresh_static()
+        if self.registry is None:
+            return
         current = self.registry.current_version()
         if current is None or current == self.version:
             return
@@ -78,24 +98,62 @@ class ModelRuntime:
         self.dynamic, self.version, self.unpublished = model, info.version, 0
         log.info("dynamic model now at version %d (%d labels)", info.version, info.n_labels)
 
+    def _refresh_static(self) -> None:
+        """Load the static model, again whenever its directory gets a new version."""
+        from models.static import StaticModel, StaticModelError
+
+        meta = Path(self.static_dir) / "metadata.json"
+        try:
+            stamp = meta.stat().st_mtime_ns
+        except FileNotFoundError:
+            if self.static is None:
+                raise
+            return
+        if stamp == self._static_stamp:
+            return
+        try:
+            self.static = StaticModel.load(self.static_dir)
+        except StaticModelError:
+            if self.static is None:  # no model to fall back on: say so at start
+                raise
+            log.warning("static model in %s could not be reloaded; keeping version %s",
+                        self.static_dir, self.static.version, exc_info=True)
+            return
+        self._static_stamp = stamp
+        log.info("static model version %s loaded from %s", self.static.version, self.static_dir)
+
+    def models(self) -> tuple[str, ...]:
+        """The names of the models that score each event."""
+        return ("dynamic", "static", "blend") if self.static_dir else ("dynamic",)
+
     def score_batch(self, xs: Sequence[Mapping[str, float]]) -> Decision:
-        """Every model's score of each feature dict."""
+        """Every model's score of each feature dict (one static call per micro-batch)."""
         self._refresh()
         dynamic = self.dynamic.score_many(xs)
-        return Decision([{"dynamic": s} for s in dynamic], self.champion,
-                        self.versions(), self.ready())
+        if self.static is None:
+            scores = [{"dynamic": d} for d in dynamic]
+        else:
+            w = self.blend_weight
+            scores = [{"dynamic": d, "static": s, "blend": w * d + (1 - w) * s}
+                      for d, s in zip(dynamic, self.static.score_dicts(xs))]
+        return Decision(scores, self.champion, self.versions(), self.ready())
 
     def versions(self) -> dict[str, int]:
-        """The version each model scores with now."""
-        return {"dynamic": self.version}
+        """The version each model scores with now (the blend: the dynamic one's)."""
+        out = {"dynamic": self.version}
+        if self.static is not None:
+            out["static"] = int(self.static.version)
+            out["blend"] = self.version
+        return out
 
     def ready(self) -> bool:
         """Whether the champion has learned from enough labels of both classes to alert.
 
         A model that has seen a handful of labels (and with late labels, the
-        first ones are mostly frauds) would alert on nearly everything.
+        first ones are mostly frauds) would alert on nearly everything; the
+        static model was trained offline and is ready as soon as it is loaded.
         """
-        return self._trained(self.dynamic)
+        return self.champion != "dynamic" or self._trained(self.dynamic)
 
     def learn(self, x: Mapping[str, float], is_fraud: bool) -> None:
         self.dynamic.learn(x, is_fraud)
@@ -153,4 +211,10 @@ class ModelRuntime:
         log.info("published dynamic model version %d (%d labels)", info.version, info.n_labels)
 
     def reasons(self, model: str, x: Mapping[str, float]) -> list[dict]:
+        """Why the score is high: the dynamic model's weighted contributions.
+
+        For the static and blended scores this is an approximation: the
+        network has no per-feature weights, and the linear model's reasons
+        over the same features are what an analyst can read.
+        """
         return self.dynamic.reasons(x)

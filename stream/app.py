@@ -17,6 +17,7 @@ from faust.types import TP
 from prometheus_client import start_http_server
 
 from features.store import StoreUnavailable, open_store
+from models.feature_log import FeatureLogAppender
 from models.registry import ModelRegistry
 from models.serving import ModelRuntime
 from stream.connections import ensure_topics, faust_credentials
@@ -36,9 +37,15 @@ def build_pipeline(settings: Settings, metrics: Metrics | None = None) -> FraudP
                            publish_every_seconds=settings.publish_every_seconds,
                            refresh_seconds=settings.refresh_model_seconds,
                            warmup_frauds=settings.warmup_frauds,
-                           warmup_legit=settings.warmup_legit)
+                           warmup_legit=settings.warmup_legit,
+                           static_model_dir=settings.static_model_dir or None,
+                           champion=settings.champion, blend_weight=settings.blend_weight)
+    on_labelled = None
+    if settings.feature_log:
+        on_labelled = FeatureLogAppender(settings.feature_log).append
     return FraudPipeline(store, runtime, threshold=settings.alert_threshold,
-                         metrics=metrics or Metrics(), max_event_bytes=settings.max_event_bytes)
+                         metrics=metrics or Metrics(), max_event_bytes=settings.max_event_bytes,
+                         on_labelled=on_labelled)
 
 
 def _message(event) -> Message:

@@ -109,9 +109,17 @@ def replay(data: Path = typer.Argument(..., help="Directory with purchases.* and
            threshold: float = typer.Option(0.5, help="Alert threshold."),
            batch_size: int = typer.Option(500, help="Micro-batch size."),
            k: int = typer.Option(100, help="Cards checked per day for card precision@k."),
+           feature_log: Path = typer.Option(None, help="Also write the point-in-time feature "
+                                            "log of every labelled purchase (.parquet, .csv, "
+                                            ".jsonl) for train-static."),
+           static_model: Path = typer.Option(None, help="A static model directory: score with "
+                                             "it too (shadow), and blend."),
+           champion: str = typer.Option("dynamic", help="dynamic, static or blend."),
            ) -> None:
     """Replay purchases and delayed labels through the pipeline; write a report."""
     import tempfile
+
+    import numpy as np
 
     from features.store.embedded import EmbeddedStore
     from models.serving import ModelRuntime
@@ -120,17 +128,31 @@ def replay(data: Path = typer.Argument(..., help="Directory with purchases.* and
     from stream.replay import replay as run_replay
     from stream.report import write_report
 
+    from models.feature_log import snapshot_row, write_feature_log
+
     purchases = simulator.read_events(_find(data, "purchases"))
     labels = simulator.read_events(_find(data, "labels"))
+    rows: list[dict] = []
+    collect = (lambda pairs: rows.extend(snapshot_row(s, y) for s, y in pairs)) \
+        if feature_log else None
+    try:
+        runtime = ModelRuntime(kind=model_kind, champion=champion,
+                               static_model_dir=str(static_model) if static_model else None)
+    except (ValueError, OSError) as exc:
+        raise typer.BadParameter(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="fraudstream-replay-") as tmp:
-        pipeline = FraudPipeline(EmbeddedStore(tmp), ModelRuntime(kind=model_kind),
-                                 threshold=threshold)
+        pipeline = FraudPipeline(EmbeddedStore(tmp), runtime, threshold=threshold,
+                                 on_labelled=collect)
         with _progress() as progress:
             task = progress.add_task("replaying", total=len(purchases) + len(labels))
             result = run_replay(pipeline, purchases, labels, batch_size=batch_size,
                                 progress=lambda done, total: progress.update(task, completed=done))
         pipeline.close()
-    metrics = write_report(result, out, models=["dynamic"], k=k)
+    drift = [{**d, "date": str(np.datetime64(int(d["time"]), "s").astype("datetime64[D]"))}
+             for d in pipeline.drift_log]
+    metrics = write_report(result, out, models=list(runtime.models()), k=k, drift=drift)
+    if feature_log:
+        console.print(f"wrote {write_feature_log(rows, feature_log):,} rows to {feature_log}")
     for model, q in metrics["models"].items():
         console.print(f"{model}: ROC AUC {q['roc_auc']}, AP {q['average_precision']}, "
                       f"CP@{k} {q[f'card_precision_at_{k}']}")

@@ -76,15 +76,17 @@ class FraudPipeline:
     def __init__(self, store: FeatureStore, models: ModelRuntime, threshold: float = 0.5,
                  metrics: Metrics | None = None, clock: Callable[[], float] = time.time,
                  max_event_bytes: int = 64 * 1024, monitor: ModelMonitor | None = None,
-                 report_every_seconds: float = 2.0):
+                 report_every_seconds: float = 2.0,
+                 on_labelled: Callable[[list[tuple[Snapshot, bool]]], object] | None = None):
         self.store = store
         self.models = models
         self.threshold = threshold
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.max_event_bytes = max_event_bytes
-        self.monitor = monitor or ModelMonitor(models=tuple(models.versions()))
+        self.monitor = monitor or ModelMonitor(models=models.models())
         self.report_every_seconds = report_every_seconds
+        self.on_labelled = on_labelled  # e.g. a feature log of what was learned
         self._last_report = 0.0
         self.drift_log: deque[dict] = deque(maxlen=1000)  # recent drift signals, for reports
 
@@ -152,6 +154,7 @@ class FraudPipeline:
             "score": round(scores[champion], 6),
             "threshold": self.threshold,
             "model": {"name": champion, "version": decision.versions[champion]},
+            "versions": decision.versions,
             "scores": {k: round(v, 6) for k, v in scores.items()},
             "reasons": self.models.reasons(champion, snap.features),
             "user_id": p.user_id,
@@ -190,6 +193,9 @@ class FraudPipeline:
                     m.labels_learned.labels(is_fraud=str(is_fraud).lower()).inc()
             # The model is published only after the state it learned with is durable.
             self.store.commit()
+            if self.on_labelled is not None:
+                self.on_labelled([(o.snapshot, o.label.is_fraud) for o in outcomes
+                                  if o.status == "applied"])
             self.models.maybe_publish()
             self._report_versions(self.models.versions())
             self._report_quality()

@@ -12,6 +12,8 @@ they never appear in a log line or a repr.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -47,6 +49,10 @@ class Settings(BaseSettings):
     label_horizon_days: float = 45.0
 
     model_kind: str = "logreg"
+    feature_log: str = ""  # a JSON Lines file that every learned label is appended to
+    static_model_dir: str = ""  # a directory written by `fraudstream train-static`
+    champion: Literal["dynamic", "static", "blend"] = "dynamic"  # decides alerts
+    blend_weight: float = Field(0.5, ge=0.0, le=1.0)  # weight of the dynamic score
     fraud_weight: float = 1.0
     alert_threshold: float = Field(0.5, ge=0.0, le=1.0)
     warmup_frauds: int = 10  # no alerts before the model learned this many frauds
