@@ -168,7 +168,7 @@ def model_list() -> None:
     current = registry.current_version()
     for v in registry.versions():
         mark = "*" if v.version == current else " "
-        console.print(f"{mark} v{v.version:<5} labels={v.n_labels:<8} kind={v.kind} "
+        Console().print(f"{mark} v{v.version:<5} labels={v.n_labels:<8} kind={v.kind} "
                       f"sha256={v.sha256[:12]}")
 
 
