@@ -27,8 +27,16 @@ def log_scale(x: dict) -> dict:
     >>> log_scale({"amount": 0.0, "card_count_1d": 1.0, "is_night": 1.0})
     {'amount': 0.0, 'card_count_1d': 0.6931471805599453, 'is_night': 1.0}
     """
-    return {k: (math.log1p(max(v, 0.0)) if ("count" in k or "amount" in k) else v)
-            for k, v in x.items()}
+    out = {}
+    for k, v in x.items():
+        scaled = _LOG_SCALED.get(k)
+        if scaled is None:
+            scaled = _LOG_SCALED[k] = "count" in k or "amount" in k
+        out[k] = math.log1p(v if v > 0.0 else 0.0) if scaled else v
+    return out
+
+
+_LOG_SCALED: dict[str, bool] = {}  # feature name -> on a log scale (memo: names repeat)
 
 
 def build_pipeline(kind: str = "logreg", seed: int = 42):

@@ -25,6 +25,9 @@ class ModelMonitor:
 
     ``sample_every``: the distribution detector sees one scored purchase in
     that many (it watches every feature; a sample keeps it off the hot path).
+    ``psi_warmup``: scored purchases before its reference starts, so that the
+    reference is not the cold start, when every window is still filling.
+    Calendar flags (night, weekend) are not watched: they swing by design.
 
     >>> mon = ModelMonitor(models=("dynamic",), psi_reference=100, psi_window=50,
     ...                    psi_check_every=50)
@@ -39,7 +42,8 @@ class ModelMonitor:
     def __init__(self, models: Iterable[str] = ("dynamic",), window: int = 50_000,
                  k: int = 100, psi_reference: int = 5000, psi_window: int = 2000,
                  psi_threshold: float = 0.2, psi_check_every: int = 500, sample_every: int = 4,
-                 error_min_labels: int = 1000):
+                 psi_warmup: int = 0, error_min_labels: int = 1000,
+                 psi_ignore: Iterable[str] = ("is_night", "is_weekend")):
         self.models = tuple(models)
         self.quality = LiveQuality(window=window, k=k, models=self.models)
         self.errors = {m: ErrorDrift(m, min_labels=error_min_labels) for m in self.models}
@@ -47,6 +51,8 @@ class ModelMonitor:
             reference_size=psi_reference, window_size=psi_window, threshold=psi_threshold,
             check_every=psi_check_every)
         self.sample_every = max(1, sample_every)
+        self.psi_warmup = psi_warmup
+        self.psi_ignore = frozenset(psi_ignore)
         self._seen = 0
 
     def observe_scored(self, features: Iterable[Mapping[str, float]],
@@ -55,9 +61,9 @@ class ModelMonitor:
         signals: list[DriftSignal] = []
         for x, s in zip(features, scores):
             self._seen += 1
-            if self._seen % self.sample_every:
+            if self._seen % self.sample_every or self._seen <= self.psi_warmup:
                 continue
-            values = dict(x)
+            values = {k: v for k, v in x.items() if k not in self.psi_ignore}
             for model, score in s.items():
                 values[f"score:{model}"] = score
             signals.extend(self.distribution.update(values))

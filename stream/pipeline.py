@@ -84,7 +84,8 @@ class FraudPipeline:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.max_event_bytes = max_event_bytes
-        self.monitor = monitor or ModelMonitor(models=models.models())
+        self.monitor = monitor or ModelMonitor(models=models.models(), psi_reference=20_000,
+                                               psi_window=5_000, psi_warmup=50_000)
         self.report_every_seconds = report_every_seconds
         self.on_labelled = on_labelled  # e.g. a feature log of what was learned
         self._last_report = 0.0
