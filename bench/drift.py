@@ -45,9 +45,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = FraudPipeline(EmbeddedStore(tmp), ModelRuntime())
         t = time.perf_counter()
-        result = replay(pipeline, sim.purchases, sim.labels,
-                        progress=lambda d, n: d % 200_000 < 500 and print(
-                            f"  {d:,}/{n:,} events, {time.perf_counter() - t:.0f}s", flush=True))
+        shown = [0]
+
+        def progress(done: int, total: int) -> None:
+            if done - shown[0] >= 200_000:
+                shown[0] = done
+                print(f"  {done:,}/{total:,} events, {time.perf_counter() - t:.0f}s", flush=True)
+
+        result = replay(pipeline, sim.purchases, sim.labels, progress=progress)
         pipeline.close()
     label_times = sorted(parse_time(lb["label_time"], "label_time") for lb in sim.labels)
     events_before = sum(1 for p in sim.purchases
