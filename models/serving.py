@@ -22,10 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from models.drift import log_loss
 from models.dynamic import DynamicModel
 from models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
+
+BACKGROUND_MAX_LABELS = 20_000  # a background model not better by then is dropped
 
 
 @dataclass(slots=True)
@@ -61,6 +64,7 @@ class ModelRuntime:
         self.warmup_legit = warmup_legit
         self.dynamic = DynamicModel(kind, fraud_weight)
         self.background: DynamicModel | None = None  # learning since a drift warning
+        self._contest = [0.0, 0.0]  # log-loss since the warning: background, current
         self.swap_pending = False
         self.version = 0
         self.unpublished = 0
@@ -158,28 +162,43 @@ class ModelRuntime:
     def learn(self, x: Mapping[str, float], is_fraud: bool) -> None:
         self.dynamic.learn(x, is_fraud)
         self.unpublished += 1
-        if self.background is not None:
-            self.background.learn(x, is_fraud)
-            if self.swap_pending and self._trained(self.background):
-                self._swap()
+        background = self.background
+        if background is not None:
+            # Both are judged on the same labels, each before learning from them.
+            self._contest[0] += log_loss(background.score(x), is_fraud)
+            self._contest[1] += log_loss(self.dynamic.score(x), is_fraud)
+            background.learn(x, is_fraud)
+            if self.swap_pending:
+                self._swap_if_better()
+            if background.n_labels >= BACKGROUND_MAX_LABELS and self.background is background:
+                log.info("background dynamic model dropped: after %d labels it is not better "
+                         "than the current one", background.n_labels)
+                self.background, self.swap_pending = None, False
 
     def on_drift_warning(self) -> None:
         """The error rises: start a background model on the labels from now on."""
         if self.background is None:
             self.background = DynamicModel(self.kind, self.fraud_weight)
+            self._contest = [0.0, 0.0]
             log.info("drift warning: background dynamic model started")
 
     def on_drift(self) -> None:
-        """A confirmed drift: the background model replaces the current one.
+        """A confirmed drift: the background model replaces the current one if it is better.
 
-        It has learned only since the warning, i.e. on the new pattern; if it
-        has not seen enough of both classes yet, the swap waits for it.
+        The background model has learned only since the warning, i.e. on the
+        new pattern. It replaces the current model once it has seen enough of
+        both classes and its log-loss on the labels since the warning is lower
+        than the current model's on the same labels, so a false alarm never
+        throws away a well-trained model.
         """
         self.on_drift_warning()
-        if self._trained(self.background):
+        self.swap_pending = True
+        self._swap_if_better()
+
+    def _swap_if_better(self) -> None:
+        background = self.background
+        if self._trained(background) and self._contest[0] < self._contest[1]:
             self._swap()
-        else:
-            self.swap_pending = True
 
     def _trained(self, model: DynamicModel) -> bool:
         return model.n_frauds >= self.warmup_frauds and \
@@ -188,9 +207,11 @@ class ModelRuntime:
     def _swap(self) -> None:
         old = self.dynamic
         self.dynamic, self.background, self.swap_pending = self.background, None, False
+        n = self.dynamic.n_labels
         log.warning("drift: dynamic model replaced by the background model trained on %d "
-                    "labels since the warning (the old one had %d)", self.dynamic.n_labels,
-                    old.n_labels)
+                    "labels since the warning (mean log-loss %.4f against %.4f for the old "
+                    "one, which had %d labels)", n, self._contest[0] / n,
+                    self._contest[1] / n, old.n_labels)
         self.unpublished += 1
         self.maybe_publish(force=True)
 
