@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from river import compose, forest, linear_model, optim, preprocessing, tree
+from river import base, compose, forest, linear_model, optim, tree
 
 CANDIDATES = ("logreg", "hoeffding", "arf")
 
@@ -39,6 +39,58 @@ def log_scale(x: dict) -> dict:
 _LOG_SCALED: dict[str, bool] = {}  # feature name -> on a log scale (memo: names repeat)
 
 
+def _log_scaled(name: str) -> bool:
+    scaled = _LOG_SCALED.get(name)
+    if scaled is None:
+        scaled = _LOG_SCALED[name] = "count" in name or "amount" in name
+    return scaled
+
+
+class LogStandardScaler(base.Transformer):
+    """:func:`log_scale`, then standardization by running mean and variance, in one pass.
+
+    The same arithmetic as river's ``FuncTransformer(log_scale) |
+    StandardScaler()`` (Welford's running variance, population variance, 0
+    for a feature without spread), several times cheaper per event: it is the
+    largest cost of the default model otherwise.
+
+    >>> s = LogStandardScaler()
+    >>> for v in (1.0, 2.0, 3.0):
+    ...     s.learn_one({"is_night": v})
+    >>> round(s.transform_one({"is_night": 3.0})["is_night"], 4)
+    1.2247
+    """
+
+    def __init__(self):
+        self.stats: dict[str, list[float]] = {}  # name -> [n, mean, m2]
+
+    def learn_one(self, x: dict) -> None:
+        stats = self.stats
+        for k, v in x.items():
+            if _log_scaled(k):
+                v = math.log1p(v if v > 0.0 else 0.0)
+            s = stats.get(k)
+            if s is None:
+                s = stats[k] = [0.0, 0.0, 0.0]
+            s[0] += 1.0
+            delta = v - s[1]
+            s[1] += delta / s[0]
+            s[2] += delta * (v - s[1])
+
+    def transform_one(self, x: dict) -> dict:
+        stats = self.stats
+        out = {}
+        for k, v in x.items():
+            if _log_scaled(k):
+                v = math.log1p(v if v > 0.0 else 0.0)
+            s = stats.get(k)
+            if s is None or s[2] <= 0.0:
+                out[k] = 0.0
+            else:
+                out[k] = (v - s[1]) / math.sqrt(s[2] / s[0])
+        return out
+
+
 def build_pipeline(kind: str = "logreg", seed: int = 42):
     """A fresh river pipeline of one of the :data:`CANDIDATES`.
 
@@ -47,8 +99,7 @@ def build_pipeline(kind: str = "logreg", seed: int = 42):
     """
     if kind == "logreg":
         return compose.Pipeline(
-            compose.FuncTransformer(log_scale),
-            preprocessing.StandardScaler(),
+            LogStandardScaler(),
             linear_model.LogisticRegression(optimizer=optim.SGD(0.005)),
         )
     if kind == "hoeffding":
