@@ -84,8 +84,12 @@ class FraudPipeline:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.max_event_bytes = max_event_bytes
+        # Warm-ups: at the start of a stream windows fill and, with late labels,
+        # frauds (reported fast) come before legitimate outcomes (confirmed late);
+        # neither is a drift.
         self.monitor = monitor or ModelMonitor(models=models.models(), psi_reference=20_000,
-                                               psi_window=5_000, psi_warmup=50_000)
+                                               psi_window=5_000, psi_warmup=50_000,
+                                               error_min_labels=50_000)
         self.report_every_seconds = report_every_seconds
         self.on_labelled = on_labelled  # e.g. a feature log of what was learned
         self._last_report = 0.0
