@@ -13,82 +13,11 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from river import base, compose, forest, linear_model, optim, tree
+from river import compose, forest, tree
+
+from models.linear import LinearFraudModel
 
 CANDIDATES = ("logreg", "hoeffding", "arf")
-
-
-def log_scale(x: dict) -> dict:
-    """Counts and amounts on a log scale; ratios and flags unchanged.
-
-    Counts and amounts are heavy-tailed and grow with an entity's history; on
-    a log scale a linear model extrapolates far less wildly from them.
-
-    >>> log_scale({"amount": 0.0, "card_count_1d": 1.0, "is_night": 1.0})
-    {'amount': 0.0, 'card_count_1d': 0.6931471805599453, 'is_night': 1.0}
-    """
-    out = {}
-    for k, v in x.items():
-        scaled = _LOG_SCALED.get(k)
-        if scaled is None:
-            scaled = _LOG_SCALED[k] = "count" in k or "amount" in k
-        out[k] = math.log1p(v if v > 0.0 else 0.0) if scaled else v
-    return out
-
-
-_LOG_SCALED: dict[str, bool] = {}  # feature name -> on a log scale (memo: names repeat)
-
-
-def _log_scaled(name: str) -> bool:
-    scaled = _LOG_SCALED.get(name)
-    if scaled is None:
-        scaled = _LOG_SCALED[name] = "count" in name or "amount" in name
-    return scaled
-
-
-class LogStandardScaler(base.Transformer):
-    """:func:`log_scale`, then standardization by running mean and variance, in one pass.
-
-    The same arithmetic as river's ``FuncTransformer(log_scale) |
-    StandardScaler()`` (Welford's running variance, population variance, 0
-    for a feature without spread), several times cheaper per event: it is the
-    largest cost of the default model otherwise.
-
-    >>> s = LogStandardScaler()
-    >>> for v in (1.0, 2.0, 3.0):
-    ...     s.learn_one({"is_night": v})
-    >>> round(s.transform_one({"is_night": 3.0})["is_night"], 4)
-    1.2247
-    """
-
-    def __init__(self):
-        self.stats: dict[str, list[float]] = {}  # name -> [n, mean, m2]
-
-    def learn_one(self, x: dict) -> None:
-        stats = self.stats
-        for k, v in x.items():
-            if _log_scaled(k):
-                v = math.log1p(v if v > 0.0 else 0.0)
-            s = stats.get(k)
-            if s is None:
-                s = stats[k] = [0.0, 0.0, 0.0]
-            s[0] += 1.0
-            delta = v - s[1]
-            s[1] += delta / s[0]
-            s[2] += delta * (v - s[1])
-
-    def transform_one(self, x: dict) -> dict:
-        stats = self.stats
-        out = {}
-        for k, v in x.items():
-            if _log_scaled(k):
-                v = math.log1p(v if v > 0.0 else 0.0)
-            s = stats.get(k)
-            if s is None or s[2] <= 0.0:
-                out[k] = 0.0
-            else:
-                out[k] = (v - s[1]) / math.sqrt(s[2] / s[0])
-        return out
 
 
 def build_pipeline(kind: str = "logreg", seed: int = 42):
@@ -98,10 +27,7 @@ def build_pipeline(kind: str = "logreg", seed: int = 42):
     'Pipeline'
     """
     if kind == "logreg":
-        return compose.Pipeline(
-            LogStandardScaler(),
-            linear_model.LogisticRegression(optimizer=optim.SGD(0.005)),
-        )
+        return compose.Pipeline(LinearFraudModel(lr=0.005))
     if kind == "hoeffding":
         return compose.Pipeline(tree.HoeffdingAdaptiveTreeClassifier(grace_period=100, seed=seed))
     if kind == "arf":
@@ -153,12 +79,9 @@ class DynamicModel:
         ``weight * standardized value``; for the tree models (no per-feature
         weights) the largest feature values, a crude stand-in.
         """
-        *transforms, last = self.pipeline.steps.values()
-        if isinstance(last, linear_model.LogisticRegression):
-            z = dict(x)
-            for step in transforms:
-                z = step.transform_one(z)
-            pushes = {k: last.weights.get(k, 0.0) * v for k, v in z.items()}
+        last = list(self.pipeline.steps.values())[-1]
+        if isinstance(last, LinearFraudModel):
+            pushes = last.contributions(dict(x))
         else:
             pushes = dict(x)
         ranked = sorted((kv for kv in pushes.items() if kv[1] > 0 and math.isfinite(kv[1])),
