@@ -69,6 +69,8 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_seconds,
         broker_commit_interval=1.0,
         producer_linger_ms=1,
+        producer_max_request_size=settings.kafka_max_message_bytes,
+        consumer_max_fetch_size=settings.kafka_max_message_bytes,
         stream_buffer_maxsize=max(4096, 4 * settings.batch_size),
         topic_partitions=settings.purchases_partitions,
     )

@@ -63,7 +63,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
 
     admin = AdminClient(confluent_config(settings, logger=log))
     existing = admin.list_topics(timeout=timeout).topics
-    wanted = [NewTopic(name, num_partitions=n, replication_factor=-1)
+    config = {"max.message.bytes": str(settings.kafka_max_message_bytes)}
+    wanted = [NewTopic(name, num_partitions=n, replication_factor=-1, config=config)
               for name, n in settings.topic_partitions().items() if name not in existing]
     if not wanted:
         return

@@ -64,7 +64,10 @@ class Settings(BaseSettings):
     batch_size: int = 500
     batch_seconds: float = 0.01
     metrics_port: int = 9108
-    max_event_bytes: int = 64 * 1024
+    max_event_bytes: int = 64 * 1024  # larger events are rejected (to the dead-letter topic)
+    # What the topics, the consumer and the producer accept: an oversize event must still
+    # reach the worker and its dead-letter topic unchanged.
+    kafka_max_message_bytes: int = 16 * 1024 * 1024
 
     @model_validator(mode="after")
     def _local_paths(self) -> "Settings":
