@@ -137,7 +137,9 @@ def format_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _load_object(raw: bytes | str, max_bytes: int) -> dict[str, Any]:
+def _load_object(raw: bytes | str | None, max_bytes: int) -> dict[str, Any]:
+    if raw is None:
+        raise InvalidEvent("not_json", "null value (tombstone)")
     if len(raw) > max_bytes:
         raise InvalidEvent("oversize", f"{len(raw)} bytes > {max_bytes}")
     if isinstance(raw, (bytes, bytearray, memoryview)):

@@ -30,6 +30,7 @@ class VersionInfo:
     n_labels: int
     sha256: str
     kind: str
+    label_seq: int = 0  # the store's applied-label sequence number it learned up to
 
 
 class ModelRegistry:
@@ -69,7 +70,8 @@ class ModelRegistry:
     def current_version(self) -> int | None:
         return self._read_index()["current"]
 
-    def publish(self, model: object, n_labels: int, kind: str = "") -> VersionInfo:
+    def publish(self, model: object, n_labels: int, kind: str = "",
+                label_seq: int = 0) -> VersionInfo:
         """Store a new version and make it current."""
         blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         index = self._read_index()
@@ -79,7 +81,8 @@ class ModelRegistry:
             fh.write(blob)
             fh.flush()
             os.fsync(fh.fileno())
-        info = VersionInfo(version, time.time(), n_labels, hashlib.sha256(blob).hexdigest(), kind)
+        info = VersionInfo(version, time.time(), n_labels, hashlib.sha256(blob).hexdigest(), kind,
+                           label_seq)
         index["versions"].append(asdict(info))
         for old in index["versions"][:-self.keep]:
             (self.directory / f"v{old['version']:06d}.pkl").unlink(missing_ok=True)

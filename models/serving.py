@@ -68,6 +68,7 @@ class ModelRuntime:
         self.swap_pending = False
         self.version = 0
         self.unpublished = 0
+        self.label_seq = 0  # applied labels (store sequence) this model has learned
         self._last_publish = time.monotonic()
         self._last_refresh = 0.0
         self.static = None
@@ -100,6 +101,7 @@ class ModelRuntime:
                         "published; continuing from version %d", current, self.unpublished,
                         current)
         self.dynamic, self.version, self.unpublished = model, info.version, 0
+        self.label_seq = info.label_seq
         log.info("dynamic model now at version %d (%d labels)", info.version, info.n_labels)
 
     def _refresh_static(self) -> None:
@@ -226,7 +228,13 @@ class ModelRuntime:
         self._refresh(force=True)  # a rollback wins over what was learned since
         if not self.unpublished:
             return
-        info = self.registry.publish(self.dynamic, self.dynamic.n_labels, kind=self.kind)
+        try:
+            info = self.registry.publish(self.dynamic, self.dynamic.n_labels, kind=self.kind,
+                                         label_seq=self.label_seq)
+        except OSError as exc:
+            log.warning("could not publish the dynamic model (%s); retrying after the next "
+                        "labels", exc)
+            return
         self.version, self.unpublished = info.version, 0
         self._last_publish = time.monotonic()
         log.info("published dynamic model version %d (%d labels)", info.version, info.n_labels)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 import faust
@@ -127,16 +128,32 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
             await dlq.send(key=dead.message.key, value=dead.message.value,
                            headers=dead.headers())
 
+    def fail_stop(events) -> None:
+        """An unexpected error: exit without acknowledging the batch (take_events would ack it
+        on the way out), so Kafka redelivers it to the restarted worker."""
+        m = events[0].message
+        log.critical("micro-batch %s[%d] from offset %d failed; exiting without committing it",
+                     m.topic, m.partition, m.offset, exc_info=True)
+        logging.shutdown()
+        os._exit(70)
+
     @app.agent(purchases)
     async def score_purchases(stream):
         async for events in stream.take_events(settings.batch_size, settings.batch_seconds):
-            await send_outputs(await process(pipeline.process_purchases, events), purchases_dlq)
+            try:
+                await send_outputs(await process(pipeline.process_purchases, events),
+                                   purchases_dlq)
+            except Exception:
+                fail_stop(events)
             report_lag(events)
 
     @app.agent(labels)
     async def learn_from_labels(stream):
         async for events in stream.take_events(settings.batch_size, settings.batch_seconds):
-            await send_outputs(await process(pipeline.process_labels, events), labels_dlq)
+            try:
+                await send_outputs(await process(pipeline.process_labels, events), labels_dlq)
+            except Exception:
+                fail_stop(events)
             report_lag(events)
 
     return app

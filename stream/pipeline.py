@@ -94,6 +94,21 @@ class FraudPipeline:
         self.on_labelled = on_labelled  # e.g. a feature log of what was learned
         self._last_report = 0.0
         self.drift_log: deque[dict] = deque(maxlen=1000)  # recent drift signals, for reports
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Learn the labels the store applied after the model version it starts from (a
+        crash lost them between a commit and a publish; their redelivery is a duplicate)."""
+        applied_since = getattr(self.store, "applied_since", None)
+        if applied_since is None or self.models.registry is None:
+            return
+        missed = applied_since(self.models.label_seq)
+        for snap in missed:
+            self.models.learn(snap.features, snap.label)
+        self.models.label_seq = self.store.label_seq
+        if missed:
+            log.info("learned %d labels applied after model version %d", len(missed),
+                     self.models.version)
 
     def process_purchases(self, messages: Sequence[Message]) -> BatchResult:
         """Score a micro-batch of purchase messages; return alerts and dead letters."""
@@ -109,9 +124,8 @@ class FraudPipeline:
                 sources.append(msg)
             except InvalidEvent as exc:
                 result.dead_letters.append(DeadLetter(msg, exc.reason, exc.detail))
-                m.events.labels(kind="purchase", outcome="rejected").inc()
-                m.rejected.labels(kind="purchase", reason=exc.reason).inc()
         if not purchases:
+            self._count_rejected("purchase", result)
             return result
 
         t0 = time.perf_counter()
@@ -146,6 +160,7 @@ class FraudPipeline:
             m.events.labels(kind="purchase", outcome="duplicate").inc(duplicates)
         if result.alerts:
             m.alerts.labels(model=champion).inc(len(result.alerts))
+        self._count_rejected("purchase", result)
         m.batch_seconds.labels(kind="purchase").observe(time.perf_counter() - started)
         m.batch_size.labels(kind="purchase").observe(len(messages))
         return result
@@ -182,11 +197,12 @@ class FraudPipeline:
                 sources.append(msg)
             except InvalidEvent as exc:
                 result.dead_letters.append(DeadLetter(msg, exc.reason, exc.detail))
-                m.events.labels(kind="label", outcome="rejected").inc()
-                m.rejected.labels(kind="label", reason=exc.reason).inc()
         if labels:
             t0 = time.perf_counter()
             outcomes = self.store.process_labels(labels)
+            # Nothing is learned or counted before the state is durable: a batch whose commit
+            # fails is retried from scratch.
+            self.store.commit()
             m.store_seconds.labels(operation="labels").observe(time.perf_counter() - t0)
             for outcome in outcomes:
                 m.events.labels(kind="label", outcome=outcome.status).inc()
@@ -196,8 +212,7 @@ class FraudPipeline:
                         snap.scores, is_fraud, snap.card_hash, snap.event_ts))
                     self.models.learn(snap.features, is_fraud)
                     m.labels_learned.labels(is_fraud=str(is_fraud).lower()).inc()
-            # The model is published only after the state it learned with is durable.
-            self.store.commit()
+            self.models.label_seq = getattr(self.store, "label_seq", 0)
             if self.on_labelled is not None:
                 self.on_labelled([(o.snapshot, o.label.is_fraud) for o in outcomes
                                   if o.status == "applied"])
@@ -208,9 +223,16 @@ class FraudPipeline:
             for msg in sources:
                 if msg.timestamp:
                     m.latency.labels(kind="label").observe(max(0.0, done - msg.timestamp))
+        self._count_rejected("label", result)
         m.batch_seconds.labels(kind="label").observe(time.perf_counter() - started)
         m.batch_size.labels(kind="label").observe(len(messages))
         return result
+
+    def _count_rejected(self, kind: str, result: BatchResult) -> None:
+        """Rejections are counted once the batch went through (not at every retry)."""
+        for dead in result.dead_letters:
+            self.metrics.events.labels(kind=kind, outcome="rejected").inc()
+            self.metrics.rejected.labels(kind=kind, reason=dead.reason).inc()
 
     def _on_signals(self, signals) -> None:
         """Log every drift signal with its evidence; count drifts; adapt the dynamic model."""

@@ -34,11 +34,13 @@ CREATE TABLE IF NOT EXISTS entities (
 CREATE TABLE IF NOT EXISTS snapshots (
     transaction_id TEXT PRIMARY KEY, event_ts REAL NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS applied_labels (seq INTEGER PRIMARY KEY, transaction_id TEXT NOT NULL);
 """
 # Commits between two expiry sweeps. A sweep scans the tables (an index on the
 # time columns would slow every write to speed up a rare sweep); expired rows
 # are invisible before that anyway, because every read checks the TTL.
 PURGE_EVERY = 2000
+APPLIED_LABELS_KEPT = 1_000_000
 
 
 class EmbeddedStore(FeatureStore):
@@ -80,6 +82,9 @@ class EmbeddedStore(FeatureStore):
         self._entities: dict[tuple[str, str], EntityState] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._pending: dict[str, Snapshot] = {}
+        self._applied: list[str] = []  # transaction ids of the labels applied since the commit
+        self.label_seq = self._db.execute("SELECT coalesce(max(seq), 0) FROM applied_labels"
+                                          ).fetchone()[0]
         self._max_cached = max_cached_entities
         self._commits = 0
         self._mutex = threading.RLock()
@@ -198,6 +203,7 @@ class EmbeddedStore(FeatureStore):
                                 self._entity("seller", snap.seller_id))
                     snap.label = label.is_fraud
                     self._pending[label.transaction_id] = snap
+                    self._applied.append(label.transaction_id)
                     out.append(LabelResult(label, "applied", snap))
         return out
 
@@ -217,6 +223,10 @@ class EmbeddedStore(FeatureStore):
                 self._db.executemany("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)",
                                      snapshot_rows)
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('clock', ?)", (self.clock,))
+                self._db.executemany("INSERT INTO applied_labels (transaction_id) VALUES (?)",
+                                     [(tx,) for tx in self._applied])
+                label_seq = self._db.execute("SELECT coalesce(max(seq), 0) FROM applied_labels"
+                                             ).fetchone()[0]
                 self._commits += 1
                 if self._commits % PURGE_EVERY == 0:
                     self._purge()
@@ -224,12 +234,34 @@ class EmbeddedStore(FeatureStore):
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
+                self._forget_uncommitted()
                 raise StoreUnavailable(f"embedded store {self.directory}: {exc}") from exc
             self.round_trips += 3
             self._dirty.clear()
             self._pending.clear()
+            self._applied.clear()
+            self.label_seq = label_seq
             if len(self._entities) > self._max_cached:
                 self._entities.clear()
+
+    def applied_since(self, seq: int) -> list[Snapshot]:
+        """Snapshots of the labels applied after sequence number ``seq``, in order."""
+        with self._mutex:
+            return [Snapshot.from_bytes(body) for body, in self._db.execute(
+                "SELECT s.body FROM applied_labels a JOIN snapshots s USING (transaction_id) "
+                "WHERE a.seq > ? ORDER BY a.seq", (seq,))]
+
+    def _forget_uncommitted(self) -> None:
+        """Back to the last committed state: the failed batch is applied afresh when retried."""
+        self._entities.clear()
+        self._dirty.clear()
+        self._pending.clear()
+        self._applied.clear()
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key='clock'").fetchone()
+            self.clock = float(row[0]) if row else float("-inf")
+        except sqlite3.Error:
+            pass
 
     def _purge(self) -> None:
         """Forget idle entities and snapshots past the label horizon."""
@@ -237,6 +269,10 @@ class EmbeddedStore(FeatureStore):
                          (self.clock - self.config.entity_ttl,))
         self._db.execute("DELETE FROM snapshots WHERE event_ts < ?",
                          (self.clock - self.config.label_horizon,))
+        # A restarted learner catches up from the labels after its model version, which
+        # is published every few seconds: a million labels back is far more than enough.
+        self._db.execute("DELETE FROM applied_labels WHERE seq < ?",
+                         (self.label_seq - APPLIED_LABELS_KEPT,))
         expired = [k for k, s in self._entities.items()
                    if s.last_ts < self.clock - self.config.entity_ttl and k not in self._dirty]
         for key in expired:
