@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -34,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.kafka.launcher import KafkaBroker  # noqa: E402
+from deploy.kafka.launcher import KafkaBroker, free_port  # noqa: E402
 from stream import simulator  # noqa: E402
 from stream.connections import confluent_config, ensure_topics  # noqa: E402
 from stream.demo import start_worker, stop_process  # noqa: E402
@@ -43,11 +42,6 @@ from stream.settings import Settings  # noqa: E402
 
 DAY_MS = 86_400_000
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def epoch_ms(value) -> int:

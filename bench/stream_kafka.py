@@ -17,7 +17,6 @@ Prints the median over ``--runs`` runs of each figure.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import sys
 import tempfile
@@ -31,18 +30,13 @@ from confluent_kafka import Consumer, Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deploy.kafka.launcher import KafkaBroker  # noqa: E402
+from deploy.kafka.launcher import KafkaBroker, free_port  # noqa: E402
 from stream.connections import ensure_topics  # noqa: E402
 from stream.demo import start_worker, stop_process  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 
 T0_MS = 1_704_067_200_000
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scored(port: int) -> float:
