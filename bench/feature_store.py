@@ -94,8 +94,8 @@ def main() -> None:
         med = [statistics.median(x) for x in zip(*results)]
         rows.append((name, *med))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\n| store | events/s per core | events/s wall | round trips/event | MB per 100k "
-          f"entities |\n| --- | --- | --- | --- | --- |")
+    print("\n| store | events/s per core | events/s wall | round trips/event | MB per 100k "
+          "entities |\n| --- | --- | --- | --- | --- |")
     for name, cpu, wall, trips, mem in rows:
         print(f"| {name} | {cpu:,.0f} | {wall:,.0f} | {trips:.4f} | {mem:.0f} |")
     print(f"(median of {args.runs} runs, {args.events:,} events, batches of {args.batch}; "
