@@ -87,7 +87,7 @@ json_values = st.recursive(
     max_leaves=8)
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=6000, deadline=None)
 @given(st.one_of(
     st.binary(max_size=200),
     st.dictionaries(st.sampled_from(sorted(GOOD) + ["schema_version", "user_registered_at"]),
