@@ -106,26 +106,46 @@ def parse_time(value: Any, name: str) -> float:
     (1522540800.0, 1522540800.0)
     >>> parse_time("2018-04-01T02:00:00+02:00", "t")
     1522540800.0
+    >>> parse_time("2018-04-01T00:00:00.250Z", "t")
+    1522540800.25
     """
-    if isinstance(value, bool):
+    if isinstance(value, str):
+        ts = _TEXT_TIMES.get(value)
+        if ts is None:
+            ts = _parse_text_time(value, name)
+            if len(_TEXT_TIMES) >= _TEXT_TIMES_KEPT:
+                _TEXT_TIMES.clear()
+            _TEXT_TIMES[value] = ts
+    elif isinstance(value, bool):
         raise InvalidEvent("bad_type", f"{name} must be ISO-8601 text or epoch milliseconds")
-    if isinstance(value, (int, float)):
+    elif isinstance(value, (int, float)):
         if not math.isfinite(value):
             raise InvalidEvent("out_of_range", f"{name} is not finite")
         ts = float(value) / 1000.0
-    elif isinstance(value, str):
-        try:
-            dt = datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidEvent("bad_type", f"{name} is not ISO-8601: {value[:40]!r}") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        ts = dt.timestamp()
     else:
         raise InvalidEvent("bad_type", f"{name} must be ISO-8601 text or epoch milliseconds")
     if ts < MIN_TIMESTAMP:
         raise InvalidEvent("out_of_range", f"{name} is before 1980 (epoch seconds instead of ms?)")
     return ts
+
+
+# Registration times repeat with every purchase of a user or seller: their
+# parsed value is remembered (the table is emptied when it is full).
+_TEXT_TIMES: dict[str, float] = {}
+_TEXT_TIMES_KEPT = 200_000
+
+
+def _parse_text_time(value: str, name: str) -> float:
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent("bad_type", f"{name} is not ISO-8601: {value[:40]!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    try:
+        return dt.timestamp()
+    except (OverflowError, ValueError, OSError):
+        raise InvalidEvent("out_of_range", f"{name} is out of range") from None
 
 
 def format_time(ts: float) -> str:
@@ -142,14 +162,14 @@ def _load_object(raw: bytes | str | None, max_bytes: int) -> dict[str, Any]:
         raise InvalidEvent("not_json", "null value (tombstone)")
     if len(raw) > max_bytes:
         raise InvalidEvent("oversize", f"{len(raw)} bytes > {max_bytes}")
-    if isinstance(raw, (bytes, bytearray, memoryview)):
-        try:
-            bytes(raw).decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidEvent("not_utf8") from None
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if isinstance(raw, (bytes, bytearray, memoryview)):
+            try:
+                bytes(raw).decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidEvent("not_utf8") from None
         raise InvalidEvent("not_json", str(exc)[:80]) from None
     if not isinstance(obj, dict):
         raise InvalidEvent("not_object", f"got a JSON {type(obj).__name__}")
@@ -174,9 +194,10 @@ def _reject_duplicate_keys(raw: bytes | str, obj: dict[str, Any]) -> None:
     ...
     features.schemas.InvalidEvent: duplicate_key: a
     """
-    text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
-    if text.count('":') <= len(obj):
+    marks = raw.count('":') if isinstance(raw, str) else bytes(raw).count(b'":')
+    if marks <= len(obj):
         return
+    text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
 
     def check(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import faust
+import mode.loop
 from faust.types import TP
 from prometheus_client import start_http_server
 
@@ -162,6 +163,10 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run one worker until it is stopped (SIGINT or SIGTERM)."""
     Path(settings.model_dir).mkdir(parents=True, exist_ok=True)
+    # uvloop runs Faust's per-message machinery (a few tasks and callbacks per
+    # event) about a quarter faster than asyncio's own loop. It must be chosen
+    # before the app and the worker create their loop.
+    mode.loop.use("uvloop")
     ensure_topics(settings)
     metrics = Metrics()
     start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)

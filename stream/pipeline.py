@@ -204,14 +204,21 @@ class FraudPipeline:
             # fails is retried from scratch.
             self.store.commit()
             m.store_seconds.labels(operation="labels").observe(time.perf_counter() - t0)
+            statuses: dict[str, int] = {}
+            learned = [0, 0]  # legitimate, fraud
             for outcome in outcomes:
-                m.events.labels(kind="label", outcome=outcome.status).inc()
+                statuses[outcome.status] = statuses.get(outcome.status, 0) + 1
                 if outcome.status == "applied":
                     snap, is_fraud = outcome.snapshot, outcome.label.is_fraud
                     self._on_signals(self.monitor.observe_label(
                         snap.scores, is_fraud, snap.card_hash, snap.event_ts))
                     self.models.learn(snap.features, is_fraud)
-                    m.labels_learned.labels(is_fraud=str(is_fraud).lower()).inc()
+                    learned[is_fraud] += 1
+            for status, n in statuses.items():
+                m.events.labels(kind="label", outcome=status).inc(n)
+            for is_fraud, n in enumerate(learned):
+                if n:
+                    m.labels_learned.labels(is_fraud=str(bool(is_fraud)).lower()).inc(n)
             self.models.label_seq = getattr(self.store, "label_seq", 0)
             if self.on_labelled is not None:
                 self.on_labelled([(o.snapshot, o.label.is_fraud) for o in outcomes

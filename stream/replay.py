@@ -81,6 +81,12 @@ def replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict],
            keep_alerts: bool = False) -> ReplayResult:
     """Run the pipeline over purchases and labels as the stream would have.
 
+    The merged stream is cut into micro-batches of ``batch_size`` events, as
+    a worker takes them from its two topics: a micro-batch's purchases go
+    through the pipeline first, then its labels (so a label never comes
+    before its own purchase; a label released a few minutes before a
+    purchase of the same micro-batch is learned just after it, as live).
+
     Truth for the evaluation comes from the labels (``is_fraud``, and the
     simulator's ``scenario`` when present); an unlabelled purchase counts as
     legitimate. The pipeline's clock follows the replay's event time.
@@ -90,46 +96,52 @@ def replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict],
     total = len(purchases) + len(labels)
     clock = [float("-inf")]
     pipeline.clock = lambda: clock[0]
-    batch: list[dict] = []
-    kind = None
+    chunk_purchases: list[dict] = []
+    chunk_labels: list[dict] = []
     done = 0
     started = time.perf_counter()
 
+    def run_purchases() -> None:
+        out = pipeline.process_purchases([Message(orjson.dumps(e), topic="purchase")
+                                          for e in chunk_purchases])
+        result.n_purchases += len(chunk_purchases)
+        result.n_rejected += len(out.dead_letters)
+        alerted = set()
+        for _, value in out.alerts:
+            alert = orjson.loads(value)
+            alerted.add(alert["transaction_id"])
+            if keep_alerts:
+                result.alerts.append(alert)
+        for snap in out.snapshots:
+            label = truth.get(snap.transaction_id) or {}
+            result.scored.append(ScoredPurchase(
+                snap.transaction_id, snap.event_ts, snap.card_hash, dict(snap.scores),
+                snap.transaction_id in alerted, bool(label.get("is_fraud", False)),
+                int(label.get("scenario", int(bool(label.get("is_fraud", False)))))))
+
+    def run_labels() -> None:
+        out = pipeline.process_labels([Message(orjson.dumps(e), topic="label")
+                                       for e in chunk_labels])
+        result.n_labels += len(chunk_labels)
+        result.n_rejected += len(out.dead_letters)
+
     def flush() -> None:
         nonlocal done
-        if not batch:
-            return
-        messages = [Message(orjson.dumps(e), topic=kind) for e in batch]
-        if kind == "purchase":
-            out = pipeline.process_purchases(messages)
-            result.n_purchases += len(batch)
-            alerted = set()
-            for _, value in out.alerts:
-                alert = orjson.loads(value)
-                alerted.add(alert["transaction_id"])
-                if keep_alerts:
-                    result.alerts.append(alert)
-            for snap in out.snapshots:
-                label = truth.get(snap.transaction_id) or {}
-                result.scored.append(ScoredPurchase(
-                    snap.transaction_id, snap.event_ts, snap.card_hash, dict(snap.scores),
-                    snap.transaction_id in alerted, bool(label.get("is_fraud", False)),
-                    int(label.get("scenario", int(bool(label.get("is_fraud", False)))))))
-        else:
-            out = pipeline.process_labels(messages)
-            result.n_labels += len(batch)
-        result.n_rejected += len(out.dead_letters)
-        done += len(batch)
-        batch.clear()
+        if chunk_purchases:
+            run_purchases()
+        if chunk_labels:
+            run_labels()
+        done += len(chunk_purchases) + len(chunk_labels)
+        chunk_purchases.clear()
+        chunk_labels.clear()
         if progress is not None:
             progress(done, total)
 
     for event_kind, ts, event in merge_in_time(purchases, labels):
-        if event_kind != kind or len(batch) >= batch_size:
+        if len(chunk_purchases) + len(chunk_labels) >= batch_size:
             flush()
-            kind = event_kind
         clock[0] = max(clock[0], ts)
-        batch.append(event)
+        (chunk_purchases if event_kind == "purchase" else chunk_labels).append(event)
     flush()
     result.seconds = time.perf_counter() - started
     return result
