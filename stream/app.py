@@ -22,6 +22,7 @@ from features.store import StoreUnavailable, open_store
 from models.feature_log import FeatureLogAppender
 from models.registry import ModelRegistry
 from models.serving import ModelRuntime
+from stream import faust_transport
 from stream.connections import ensure_topics, faust_credentials
 from stream.metrics import Metrics
 from stream.pipeline import BatchResult, FraudPipeline, Message
@@ -76,6 +77,7 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
         stream_buffer_maxsize=max(4096, 4 * settings.batch_size),
         topic_partitions=settings.purchases_partitions,
     )
+    faust_transport.install(app)
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     purchases = app.topic(settings.topic_purchases,
                           partitions=settings.purchases_partitions, **raw)

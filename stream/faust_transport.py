@@ -1,0 +1,110 @@
+"""Faust's Kafka transport with a cheaper hand-off from the fetcher to the agents.
+
+Faust's consumer hands every fetched message to the agents' channels through
+``wait_first(callback(message), suspend_flow.wait())``: two tasks and a
+``asyncio.wait`` per message, so that a rebalance can interrupt a hand-off
+blocked on a full channel. Measured on this project's broker with an agent that
+does nothing but ``take_events``, that costs more than half of Faust's CPU per
+event (about 110 µs per event in all, 45 µs without it).
+
+:class:`FastHandoffConsumer` awaits the callback directly while the flow is
+running, and keeps Faust's interruptible path while it is suspended (a
+rebalance or a shutdown in progress). Everything else is Faust's: read
+offsets, gaps in acked offsets, commits every ``broker_commit_every`` acks,
+yielding to the loop every 100 messages, the fetching flag of the
+diagnostics, and the stop and error handling.
+
+What changes: a hand-off that blocks on a full channel (backpressure) and is
+overtaken by a rebalance finishes instead of being abandoned, so an agent may
+see an event of a partition it has just lost. Delivery is at least once
+anyway and the feature store applies each transaction once.
+
+The override is written against the pinned ``faust-streaming`` version;
+:func:`install` refuses any other, so an upgrade falls back to Faust's own
+consumer with a warning rather than run untested code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from importlib import metadata
+
+import faust
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as aiokafka_driver
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_FAUST = "0.15.3"
+YIELD_EVERY = 100  # messages handed off between two turns given to the event loop
+
+
+class FastHandoffConsumer(aiokafka_driver.Consumer):
+    """The aiokafka driver's consumer with a direct hand-off while the flow runs."""
+
+    async def _drain_messages(self, fetcher) -> None:  # runs as the Fetcher's task
+        stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
+        suspended = self.suspend_flow.is_set
+        read_offsets = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        handed = 0
+        try:
+            while not (stopped() or fetcher_stopped()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                batch = self.getmany(timeout=1.0)
+                await self.sleep(0)  # getmany may return at once, again and again
+                if self.should_stop:
+                    continue
+                async for tp, message in batch:
+                    handed += 1
+                    if handed > YIELD_EVERY:
+                        handed = 0
+                        await asyncio.sleep(0)
+                    last_read = read_offsets[tp]
+                    offset = message.offset
+                    if last_read is not None and offset < last_read:
+                        continue  # seen before the last seek: Faust drops it too
+                    if last_read and offset - last_read > 1 and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, last_read + 1, offset)
+                    if self._commit_every is not None and self._n_acked >= self._commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    if suspended():
+                        await self.wait_first(self.callback(message), self.suspend_flow.wait())
+                    else:
+                        await self.callback(message)
+                    read_offsets[tp] = offset
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if not self.transport.app.should_stop:
+                raise
+            log.info("broker stopped the consumer while the worker stops")
+        except asyncio.CancelledError:
+            if not self.transport.app.should_stop:
+                raise
+        except Exception as exc:
+            log.exception("fetching messages failed: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+
+class FastHandoffTransport(aiokafka_driver.Transport):
+    """The aiokafka transport, with :class:`FastHandoffConsumer`."""
+
+    Consumer = FastHandoffConsumer
+
+
+def install(app: faust.App) -> bool:
+    """Make ``app`` consume through :class:`FastHandoffTransport`; True if it does.
+
+    Call it right after creating the app, before any topic or agent is declared.
+    """
+    version = metadata.version("faust-streaming")
+    if version != SUPPORTED_FAUST:
+        log.warning("faust-streaming %s is not the tested %s: using Faust's own consumer",
+                    version, SUPPORTED_FAUST)
+        return False
+    app.transport = FastHandoffTransport(app.conf.broker_consumer, app)
+    return True
