@@ -1,9 +1,10 @@
 """The Faust worker: agents on purchases and labels around one FraudPipeline.
 
-Each agent takes micro-batches (``batch_size`` events or ``batch_seconds``),
-hands them to the pipeline, sends what it returns (alerts, dead letters) and
-only then lets Faust acknowledge the events, so an offset is never committed
-before the state, the snapshots and the outputs of its event.
+Each agent takes micro-batches of whatever has arrived (up to ``batch_size``
+events, see :func:`take_available`), hands them to the pipeline, sends what
+it returns (alerts, dead letters) and only then lets Faust acknowledge the
+events, so an offset is never committed before the state, the snapshots and
+the outputs of its event.
 """
 
 from __future__ import annotations
@@ -54,6 +55,31 @@ def build_pipeline(settings: Settings, metrics: Metrics | None = None) -> FraudP
 def _message(event) -> Message:
     m = event.message
     return Message(m.value, m.key, m.topic, m.partition, m.offset, m.timestamp)
+
+
+async def take_available(stream, max_events: int):
+    """Micro-batches of the events that have arrived, acknowledged once processed.
+
+    A batch closes when ``max_events`` are in it or when no further event is
+    waiting in the agent's channel: at a low rate each event goes through at
+    once (no waiting for a batch to fill or a timer to fire), under load the
+    batches grow by themselves. Faust's ``take_events`` instead waits for a
+    full batch or its timeout, which puts up to that timeout on every event's
+    latency, and acknowledges a batch even when its processing raised.
+
+    Events are acknowledged only after the consumer of the generator asks for
+    the next batch, so a batch whose processing fails is never acknowledged.
+    """
+    queue = stream.channel.queue
+    stream.enable_acks = False  # acknowledged here, after the batch
+    batch: list = []
+    async for event in stream.events():
+        batch.append(event)
+        if len(batch) >= max_events or queue.empty():
+            yield batch
+            for done in batch:
+                await stream.ack(done)
+            batch = []
 
 
 def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
@@ -132,17 +158,21 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
                            headers=dead.headers())
 
     def fail_stop(events) -> None:
-        """An unexpected error: exit without acknowledging the batch (take_events would ack it
-        on the way out), so Kafka redelivers it to the restarted worker."""
+        """An unexpected error: exit at once without acknowledging the batch, so Kafka
+        redelivers it to the restarted worker."""
         m = events[0].message
         log.critical("micro-batch %s[%d] from offset %d failed; exiting without committing it",
                      m.topic, m.partition, m.offset, exc_info=True)
         logging.shutdown()
         os._exit(70)
 
+    @app.timer(interval=1.0)
+    async def publish_model() -> None:
+        pipeline.publish_due()
+
     @app.agent(purchases)
     async def score_purchases(stream):
-        async for events in stream.take_events(settings.batch_size, settings.batch_seconds):
+        async for events in take_available(stream, settings.batch_size):
             try:
                 await send_outputs(await process(pipeline.process_purchases, events),
                                    purchases_dlq)
@@ -152,7 +182,7 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
 
     @app.agent(labels)
     async def learn_from_labels(stream):
-        async for events in stream.take_events(settings.batch_size, settings.batch_seconds):
+        async for events in take_available(stream, settings.batch_size):
             try:
                 await send_outputs(await process(pipeline.process_labels, events), labels_dlq)
             except Exception:

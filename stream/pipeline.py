@@ -274,6 +274,12 @@ class FraudPipeline:
         for name, version in versions.items():
             self.metrics.model_version.labels(model=name).set(version)
 
+    def publish_due(self) -> None:
+        """Publish the learned model if it is due by time (called by a timer, so that labels
+        learned just before a quiet spell do not wait for the next label to be published)."""
+        self.models.maybe_publish()
+        self._report_versions(self.models.versions())
+
     def close(self) -> None:
         self.models.maybe_publish(force=True)
         self.store.close()

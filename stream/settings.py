@@ -62,7 +62,6 @@ class Settings(BaseSettings):
     refresh_model_seconds: float = 1.0
 
     batch_size: int = 500
-    batch_seconds: float = 0.01
     metrics_port: int = 9108
     max_event_bytes: int = 64 * 1024  # larger events are rejected (to the dead-letter topic)
     # What the topics, the consumer and the producer accept: an oversize event must still
