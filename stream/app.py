@@ -135,20 +135,38 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
+    processed: dict[TP, int] = {}  # the last offset processed, per partition
+
+    def set_lag(tp: TP, highwater: int | None) -> None:
+        if highwater is not None and tp in processed:
+            pipeline.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)
+                                                 ).set(max(0, highwater - processed[tp] - 1))
+
     def report_lag(events) -> None:
         """Consumer lag of the partitions of a batch, from the fetcher's cached highwaters."""
-        last: dict[TP, int] = {}
         for e in events:
             tp = e.message.tp
-            last[tp] = max(last.get(tp, -1), e.message.offset)
-        for tp, offset in last.items():
+            processed[tp] = max(processed.get(tp, -1), e.message.offset)
+        for tp in {e.message.tp for e in events}:
             try:
-                highwater = app.consumer.highwater(tp)
+                set_lag(tp, app.consumer.highwater(tp))
             except (AssertionError, KeyError, AttributeError):  # not (yet) known for tp
                 continue
-            if highwater is not None:
-                pipeline.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)
-                                                     ).set(max(0, highwater - offset - 1))
+
+    @app.timer(interval=settings.lag_refresh_seconds)
+    async def refresh_lag() -> None:
+        """The lag again from the broker's end offsets: while no batch completes (a store
+        outage, a slow batch) the cached highwaters stand still and the lag would too."""
+        tps = [tp for tp in app.consumer.assignment() if tp in processed]
+        if not tps:
+            return
+        try:
+            ends = await app.consumer.highwaters(*tps)
+        except Exception as exc:  # the broker is away: keep the last figures
+            log.debug("end offsets unavailable: %r", exc)
+            return
+        for tp, end in ends.items():
+            set_lag(tp, end)
 
     async def send_outputs(result: BatchResult, dlq) -> None:
         for key, value in result.alerts:
@@ -167,8 +185,8 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
         os._exit(70)
 
     @app.timer(interval=1.0)
-    async def publish_model() -> None:
-        pipeline.publish_due()
+    async def tick() -> None:
+        pipeline.tick()
 
     @app.agent(purchases)
     async def score_purchases(stream):

@@ -274,11 +274,15 @@ class FraudPipeline:
         for name, version in versions.items():
             self.metrics.model_version.labels(model=name).set(version)
 
-    def publish_due(self) -> None:
-        """Publish the learned model if it is due by time (called by a timer, so that labels
-        learned just before a quiet spell do not wait for the next label to be published)."""
+    def tick(self) -> None:
+        """Work that is due by time, not by events (a worker calls it every second).
+
+        Labels learned just before a quiet spell are published and their
+        quality figures reported without waiting for the next label.
+        """
         self.models.maybe_publish()
         self._report_versions(self.models.versions())
+        self._report_quality()
 
     def close(self) -> None:
         self.models.maybe_publish(force=True)

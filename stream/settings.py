@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     refresh_model_seconds: float = 1.0
 
     batch_size: int = 500
+    lag_refresh_seconds: float = 5.0  # how often the consumer lag is read from the broker
     metrics_port: int = 9108
     max_event_bytes: int = 64 * 1024  # larger events are rejected (to the dead-letter topic)
     # What the topics, the consumer and the producer accept: an oversize event must still

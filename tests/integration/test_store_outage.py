@@ -105,6 +105,9 @@ def test_a_store_outage_stops_the_commits_and_the_worker_catches_up(kafka_bootst
         assert worker.metric("fraudstream_store_up") == 0
         assert worker.metric("fraudstream_store_errors_total") > errors >= 1
         assert purchase_lag(worker) > lag, "offsets were committed while the store was down"
+        gauge = sum(worker.metric("fraudstream_consumer_lag_messages", topic=s.topic_purchases,
+                                  partition=str(p)) for p in range(s.purchases_partitions))
+        assert gauge >= RATE * 5, f"the lag gauge shows {gauge} messages after a long outage"
         assert "feature store unavailable" in worker.log.read_text()
         restore_disk(tmpfs)
 

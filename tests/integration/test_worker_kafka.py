@@ -134,6 +134,8 @@ def test_purchases_to_alerts_through_a_real_broker(worker):
             and dict(labels)["topic"] == settings.topic_purchases]
     assert lags and sum(lags) == 0, lags  # everything produced was consumed
     # Live quality joins each label with the score its purchase got when scored: the
-    # labelled purchases were all scored before the model had learned anything.
-    assert metric(samples, "fraudstream_model_roc_auc", model="dynamic") == 0.5
+    # labelled purchases were all scored before the model had learned anything. The gauges
+    # are refreshed every second or two, not with every label.
+    worker.wait_for(lambda: metric(worker.metrics(), "fraudstream_model_roc_auc",
+                                   model="dynamic") == 0.5, 10, "live ROC AUC of 0.5")
     assert worker.proc.poll() is None, "the worker is still running"
