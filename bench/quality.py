@@ -1,18 +1,23 @@
 """Quality benchmark: the handbook protocol, in the stream, beside the published table.
 
-    .venv/bin/python bench/quality.py [--seeds 0 1 2] [--start 2018-06-01] [--train-from 2018-07-25]
+    .venv/bin/python bench/quality.py [--seeds 0 1 2] [--jobs 3] [--start 2018-07-01]
+                                      [--train-from 2018-07-08]
 
 For each seed: simulate the handbook preset (one card per user, every label
 exactly 7 days after its purchase), then replay it through the pipeline
-(embedded store, the stream's own code) from ``--start``:
+(embedded store, the stream's own code) from ``--start`` (by default 38
+days before the test week: the 30-day windows and the seller risk, 7 days
+behind, are full by then; starting earlier costs replay time, about 10
+minutes per month of events on one core):
 
 1. up to the test week (2018-08-08): the dynamic model scores every purchase
    and learns from each label when it arrives; the labelled features are
    kept as a feature log, as ``replay --feature-log`` writes it;
 2. at the start of the test week, the static (Keras) model is trained on the
    feature log of the training weeks, ``--train-from`` to 2018-07-31 (the
-   handbook's training week by default; the 7-day gap is the label delay:
-   nothing later is labelled yet), and attached to the running pipeline;
+   handbook trains on 2018-07-25..31; more weeks of the same log train a
+   better network; the 7-day gap is the label delay: nothing later is
+   labelled yet), and attached to the running pipeline;
 3. through the test week, every purchase is scored by the dynamic model
    (still learning online), the static model and the champion, their blend.
 
@@ -206,8 +211,8 @@ def _cell(values: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--start", default="2018-06-01", help="first day replayed")
-    ap.add_argument("--train-from", default="2018-07-25",
+    ap.add_argument("--start", default="2018-07-01", help="first day replayed")
+    ap.add_argument("--train-from", default="2018-07-08",
                     help="first day of the static model's training weeks (they end 2018-07-31)")
     ap.add_argument("--kind", default="logreg", help="dynamic model kind")
     ap.add_argument("--blend-weight", type=float, default=0.5,
