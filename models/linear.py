@@ -120,10 +120,12 @@ class LinearFraudModel(base.Classifier):
     band_width = 0.0
     columns: list[str] = []
     _n_base = 0
-    _ratio_of = _ratio_mean = np.zeros(0, dtype=np.intp)
+    _ratios = slice(1, 1)
+    _n_ratios = 0
     _edges = np.zeros(0)
     _edge_list: list[float] = []
     _amount = -1
+    _n_log = 0
 
     def __init__(self, lr: float = 0.005, intercept_lr: float = 0.01, derived: bool = False,
                  band_width: float = 0.0):
@@ -145,15 +147,19 @@ class LinearFraudModel(base.Classifier):
 
     def _add_names(self, names) -> None:
         old = {c: i for i, c in enumerate(self.columns or self.names)}
-        for name in names:
-            self._index[name] = len(self.names)
-            self.names.append(name)
+        # The log-scaled inputs first: scaling them is then one slice of the vector.
+        # The amount and the mean amounts lead: the ratios are then a slice minus a scalar.
+        every = self.names + [n for n in names if n not in self._index]
+        rank = {n: (0 if n == "amount" else 1 if "_mean_amount_" in n else
+                    2 if is_log_scaled(n) else 3) for n in every}
+        self.names = sorted(every, key=rank.__getitem__)  # stable: first seen first
+        self._index = {n: i for i, n in enumerate(self.names)}
+        self._n_log = sum(map(is_log_scaled, self.names))
         self._n_base = len(self.names)
         extra = derived_features(self.names, self.band_width) if self.derived else []
         self.columns = self.names + extra
-        ratios = [n for n in self.names if "_mean_amount_" in n] if extra else []
-        self._ratio_mean = np.array([self._index[n] for n in ratios], dtype=np.intp)
-        self._ratio_of = np.full(len(ratios), self._index.get("amount", -1), dtype=np.intp)
+        self._n_ratios = sum("_mean_amount_" in n for n in self.names) if extra else 0
+        self._ratios = slice(1, 1 + self._n_ratios)  # after the amount, at 0 when there are any
         self._amount = self._index.get("amount", -1) if extra and self.band_width > 0 else -1
         self._edges = band_edges(self.band_width) if self._amount >= 0 else np.zeros(0)
         # Learned statistics follow their column to its new place.
@@ -165,7 +171,6 @@ class LinearFraudModel(base.Classifier):
             out[known] = a[where[known]]
             return out
         self._log = np.array([is_log_scaled(k) for k in self.names], dtype=bool)
-        self._log_idx = np.flatnonzero(self._log)
         self._edge_list = self._edges.tolist()
         self.count, self.mean, self.m2, self.weights = (
             move(self.count), move(self.mean), move(self.m2), move(self.weights))
@@ -174,9 +179,8 @@ class LinearFraudModel(base.Classifier):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        if "_log_idx" not in state:  # pickled before the derived features existed
-            self._log_idx = np.flatnonzero(self._log)
-            self.columns, self._n_base = list(self.names), len(self.names)
+        if "_n_log" not in state:  # pickled before the derived features existed
+            self._add_names([])
 
     def _vector(self, x: dict) -> tuple[np.ndarray, bool]:
         """The columns in this model's order (inputs log-scaled); and whether all are present.
@@ -185,45 +189,50 @@ class LinearFraudModel(base.Classifier):
         feature is NaN (and so is what is derived from it) and is left out
         of every update, as river leaves out a missing key.
         """
-        if len(x) == len(self.names) and self._getter is not None:
+        n = self._n_base
+        if len(x) == n and self._getter is not None:
             try:
-                v = np.array(self._getter(x), dtype=float)
-                complete = True
+                row = self._getter(x)
             except KeyError:
-                complete = False
-        else:
-            complete = False
-        if not complete:
-            new = [k for k in x if k not in self._index]
-            if new:
-                self._add_names(new)
-            v = np.fromiter((x.get(k, math.nan) for k in self.names), float, len(self.names))
-            complete = len(x) == len(self.names) and not np.isnan(v).any()
+                pass
+            else:  # the fast path: one array for the inputs and the derived columns
+                v = np.zeros(len(self.columns))
+                v[:n] = row
+                head = v[:self._n_log]
+                np.log1p(np.maximum(head, 0.0, out=head), out=head)
+                if len(self.columns) > n:
+                    self._derive(v)
+                return v, True
+        new = [k for k in x if k not in self._index]
+        if new:
+            self._add_names(new)
+            n = self._n_base
+        v = np.zeros(len(self.columns))
+        v[:n] = np.fromiter((x.get(k, math.nan) for k in self.names), float, n)
+        complete = len(x) == n and not np.isnan(v[:n]).any()
         if complete:
-            logged = self._log_idx
-            v[logged] = np.log1p(np.maximum(v[logged], 0.0))
+            head = v[:self._n_log]
+            np.log1p(np.maximum(head, 0.0, out=head), out=head)
         else:
-            logged = v[self._log]
-            v[self._log] = np.log1p(np.where(logged > 0.0, logged, 0.0),
-                                    where=~np.isnan(logged), out=np.full_like(logged, math.nan))
-        if len(self.columns) > self._n_base:
-            v = self._derive(v)
+            logged = v[:n][self._log]
+            v[:n][self._log] = np.log1p(np.where(logged > 0.0, logged, 0.0),
+                                        where=~np.isnan(logged),
+                                        out=np.full_like(logged, math.nan))
+        if len(self.columns) > n:
+            self._derive(v)
         return v, complete
 
-    def _derive(self, v: np.ndarray) -> np.ndarray:
-        """The input vector followed by the derived columns (see :func:`derive`)."""
-        out = np.zeros(len(self.columns))
+    def _derive(self, v: np.ndarray) -> None:
+        """Fill in the derived columns after the inputs (see :func:`derive`)."""
         n = self._n_base
-        out[:n] = v
-        k = n + len(self._ratio_mean)
-        np.subtract(v[self._ratio_of], v[self._ratio_mean], out=out[n:k])
+        k = n + self._n_ratios
+        amount = v.item(0)
+        np.subtract(amount, v[self._ratios], out=v[n:k])
         if self._amount >= 0:
-            amount = float(v[self._amount])
             if amount != amount:  # a missing amount: its bands are missing too
-                out[k:] = math.nan
+                v[k:] = math.nan
             else:
-                out[k + bisect.bisect_right(self._edge_list, amount)] = 1.0
-        return out
+                v[k + bisect.bisect_right(self._edge_list, amount)] = 1.0
 
     def _standardize(self, v: np.ndarray, complete: bool = True) -> np.ndarray:
         if complete:
@@ -278,7 +287,7 @@ class LinearFraudModel(base.Classifier):
         push = self.weights * z
         out = {k: float(p) for k, p in zip(self.columns, push) if not k.startswith("amount_band_")}
         if self._amount >= 0 and "amount" in out:
-            out["amount"] += float(push[self._n_base + len(self._ratio_mean):].sum())
+            out["amount"] += float(push[self._n_base + self._n_ratios:].sum())
         return {k: v for k, v in out.items() if k in x or k.startswith("amount_to_")}
 
     def values(self, x: dict) -> dict[str, float]:
@@ -286,7 +295,7 @@ class LinearFraudModel(base.Classifier):
         v, _ = self._vector(x)
         out = dict(x)
         n = self._n_base
-        for k, value in zip(self.columns[n:n + len(self._ratio_mean)], v[n:]):
+        for k, value in zip(self.columns[n:n + self._n_ratios], v[n:]):
             out[k] = math.exp(value) if value == value else math.nan
         return out
 

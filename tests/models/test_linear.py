@@ -110,3 +110,22 @@ def test_the_dynamic_model_explains_a_purchase_far_above_the_cards_usual_amount(
     reasons = {r["feature"]: r for r in m.reasons(x)}
     assert "amount_to_card_mean_30d" in reasons
     assert reasons["amount_to_card_mean_30d"]["value"] == round(251.0 / 51.0, 6)
+
+
+def test_a_model_pickled_before_the_derived_columns_existed_still_scores_the_same():
+    m = LinearFraudModel()
+    for i in range(300):
+        m.learn_one({"is_night": float(i % 2), "amount": float(i), "card_count_1d": i % 5}, i > 250)
+    x = {"is_night": 1.0, "amount": 260.0, "card_count_1d": 3.0}
+    expected = m.predict_proba_one(x)[True]
+    # What an older version pickled: inputs in the order first seen, no derived columns.
+    order = ["is_night", "amount", "card_count_1d"]
+    where = [m.names.index(n) for n in order]
+    state = {k: v for k, v in m.__dict__.items()
+             if k not in ("columns", "_n_log", "_n_base", "_n_ratios", "_ratios", "_amount",
+                          "_edges", "_edge_list")}
+    state.update(names=order, _index={n: i for i, n in enumerate(order)},
+                 **{k: m.__dict__[k][where] for k in ("count", "mean", "m2", "weights", "_log")})
+    old = LinearFraudModel.__new__(LinearFraudModel)
+    old.__setstate__(state)
+    assert math.isclose(old.predict_proba_one(x)[True], expected, abs_tol=1e-15)
