@@ -7,8 +7,8 @@ For each seed: simulate the handbook preset (one card per user, every label
 exactly 7 days after its purchase), then replay it through the pipeline
 (embedded store, the stream's own code) from ``--start`` (by default 38
 days before the test week: the 30-day windows and the seller risk, 7 days
-behind, are full by then; starting earlier costs replay time, about 10
-minutes per month of events on one core):
+behind, are full by then; starting earlier costs replay time: from
+2018-07-01 a seed took 48 minutes, three seeds at once on two busy cores):
 
 1. up to the test week (2018-08-08): the dynamic model scores every purchase
    and learns from each label when it arrives; the labelled features are
