@@ -18,6 +18,8 @@ from river import compose, forest, tree
 from models.linear import LinearFraudModel
 
 CANDIDATES = ("logreg", "hoeffding", "arf")
+LEARNING_RATE = 0.005
+BAND_WIDTH = 0.1  # of the log1p(amount) bands: ~10% steps of the amount
 
 
 def build_pipeline(kind: str = "logreg", seed: int = 42):
@@ -27,7 +29,8 @@ def build_pipeline(kind: str = "logreg", seed: int = 42):
     'Pipeline'
     """
     if kind == "logreg":
-        return compose.Pipeline(LinearFraudModel(lr=0.005))
+        return compose.Pipeline(LinearFraudModel(lr=LEARNING_RATE, derived=True,
+                                                 band_width=BAND_WIDTH))
     if kind == "hoeffding":
         return compose.Pipeline(tree.HoeffdingAdaptiveTreeClassifier(grace_period=100, seed=seed))
     if kind == "arf":
@@ -82,9 +85,10 @@ class DynamicModel:
         last = list(self.pipeline.steps.values())[-1]
         if isinstance(last, LinearFraudModel):
             pushes = last.contributions(dict(x))
+            values = last.values(dict(x))
         else:
-            pushes = dict(x)
+            pushes = values = dict(x)
         ranked = sorted((kv for kv in pushes.items() if kv[1] > 0 and math.isfinite(kv[1])),
                         key=lambda kv: kv[1], reverse=True)[:top]
-        return [{"feature": k, "value": round(float(x[k]), 6), "push": round(v, 4)}
+        return [{"feature": k, "value": round(float(values[k]), 6), "push": round(v, 4)}
                 for k, v in ranked]

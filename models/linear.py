@@ -1,20 +1,83 @@
 """The default dynamic model: log scaling, running standardization and logistic regression.
 
-It is river's ``FuncTransformer(log1p of counts and amounts) |
-StandardScaler() | LogisticRegression(optimizer=SGD(lr))`` (the same
-arithmetic, checked against river to 1e-12 in the tests, and the same
+It is river's ``FuncTransformer(log1p of counts and amounts, derived
+features) | StandardScaler() | LogisticRegression(optimizer=SGD(lr))`` (the
+same arithmetic, checked against river to 1e-12 in the tests, and the same
 protocol: ``learn_one`` / ``predict_proba_one``), computed on numpy arrays
 over a fixed feature order instead of dicts: measured side by side it costs
 half as much per event, and the scaler was most of the model's cost.
+
+Two kinds of derived features give the linear model shapes it cannot make
+from the log-scaled features alone (see :func:`derived_features`):
+
+* ``amount_to_<entity>_mean_<window>``: the log of the amount relative to
+  the card's / user's mean amount over a window (``log1p(amount) -
+  log1p(mean)``): a purchase several times the usual amount;
+* ``amount_band_<i>``: which band of ``log1p(amount)`` (``band_width``
+  wide) the amount falls in, one-hot: the weights of the bands form any
+  step-wise shape of the amount, e.g. a jump in risk above some amount,
+  which a weight on the log amount cannot.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import operator
 
 import numpy as np
 from river import base
+
+
+BAND_LOW, BAND_HIGH = 0.5, 8.0  # log1p(amount) from about 0.65 to 3,000; the ends are open
+
+
+def band_edges(width: float) -> np.ndarray:
+    """Edges of the ``log1p(amount)`` bands: ``len(edges) + 1`` bands, the outer ones open.
+
+    >>> band_edges(2.5).tolist()
+    [0.5, 3.0, 5.5, 8.0]
+    """
+    return np.arange(BAND_LOW, BAND_HIGH + 1e-9, width)
+
+
+def derived_features(names, band_width: float = 0.0) -> list[str]:
+    """Names of the features derived from ``names`` (in order; see the module doc).
+
+    >>> derived_features(["amount", "card_mean_amount_7d", "is_night"], band_width=2.5)
+    ['amount_to_card_mean_7d', 'amount_band_0', 'amount_band_1', 'amount_band_2', 'amount_band_3', \
+'amount_band_4']
+    """
+    if "amount" not in names:
+        return []
+    out = [f"amount_to_{n.replace('_mean_amount_', '_mean_')}" for n in names
+           if "_mean_amount_" in n]
+    if band_width > 0:
+        out += [f"amount_band_{i}" for i in range(len(band_edges(band_width)) + 1)]
+    return out
+
+
+def derive(x: dict, band_width: float = 0.0) -> dict:
+    """``x`` (counts and amounts already ``log1p``-scaled) with its derived features added.
+
+    The plain-dict definition of what :class:`LinearFraudModel` computes on arrays.
+
+    >>> d = derive({"amount": 3.0, "card_mean_amount_7d": 2.0}, band_width=2.5)
+    >>> d["amount_to_card_mean_7d"], [d[f"amount_band_{i}"] for i in range(5)]  # 3.0 is in [3, 5.5)
+    (1.0, [0.0, 0.0, 1.0, 0.0, 0.0])
+    """
+    out = dict(x)
+    if "amount" not in x:
+        return out
+    amount = x["amount"]
+    for n in x:
+        if "_mean_amount_" in n:
+            out[f"amount_to_{n.replace('_mean_amount_', '_mean_')}"] = amount - x[n]
+    if band_width > 0:
+        edges = band_edges(band_width)
+        band = int(np.searchsorted(edges, amount, side="right"))
+        out.update((f"amount_band_{i}", float(i == band)) for i in range(len(edges) + 1))
+    return out
 
 
 def is_log_scaled(name: str) -> bool:
@@ -35,6 +98,10 @@ class LinearFraudModel(base.Classifier):
         Learning rate of the weights.
     intercept_lr : float
         Learning rate of the intercept (river's default).
+    derived : bool
+        Add the amount-to-mean features (see :func:`derived_features`).
+    band_width : float
+        Width of the one-hot ``log1p(amount)`` bands; 0 for none.
 
     Examples
     --------
@@ -48,60 +115,124 @@ class LinearFraudModel(base.Classifier):
     True
     """
 
-    def __init__(self, lr: float = 0.005, intercept_lr: float = 0.01):
+    # Defaults for models pickled before the derived features existed.
+    derived = False
+    band_width = 0.0
+    columns: list[str] = []
+    _n_base = 0
+    _ratios = slice(1, 1)
+    _n_ratios = 0
+    _edges = np.zeros(0)
+    _edge_list: list[float] = []
+    _amount = -1
+    _n_log = 0
+
+    def __init__(self, lr: float = 0.005, intercept_lr: float = 0.01, derived: bool = False,
+                 band_width: float = 0.0):
         self.lr = lr
         self.intercept_lr = intercept_lr
-        self.names: list[str] = []
+        self.derived = derived
+        self.band_width = band_width
+        self.names: list[str] = []  # the input features, in the order first seen
+        self.columns: list[str] = []  # what the weights apply to: the inputs, then derived ones
         self._index: dict[str, int] = {}
         self._log = np.zeros(0, dtype=bool)
-        self.count = np.zeros(0)  # per feature: values seen, running mean and M2 (Welford)
+        self.count = np.zeros(0)  # per column: values seen, running mean and M2 (Welford)
         self.mean = np.zeros(0)
         self.m2 = np.zeros(0)
         self.weights = np.zeros(0)
-        self._inv_std = np.zeros(0)  # 1 / standard deviation, 0 for a feature without spread
+        self._inv_std = np.zeros(0)  # 1 / standard deviation, 0 for a column without spread
         self._getter = None
         self.intercept = 0.0
 
     def _add_names(self, names) -> None:
-        for name in names:
-            self._index[name] = len(self.names)
-            self.names.append(name)
-        n = len(self.names)
-        grow = lambda a: np.concatenate([a, np.zeros(n - len(a), a.dtype)])  # noqa: E731
+        old = {c: i for i, c in enumerate(self.columns or self.names)}
+        # The log-scaled inputs first: scaling them is then one slice of the vector.
+        # The amount and the mean amounts lead: the ratios are then a slice minus a scalar.
+        every = self.names + [n for n in names if n not in self._index]
+        rank = {n: (0 if n == "amount" else 1 if "_mean_amount_" in n else
+                    2 if is_log_scaled(n) else 3) for n in every}
+        self.names = sorted(every, key=rank.__getitem__)  # stable: first seen first
+        self._index = {n: i for i, n in enumerate(self.names)}
+        self._n_log = sum(map(is_log_scaled, self.names))
+        self._n_base = len(self.names)
+        extra = derived_features(self.names, self.band_width) if self.derived else []
+        self.columns = self.names + extra
+        self._n_ratios = sum("_mean_amount_" in n for n in self.names) if extra else 0
+        self._ratios = slice(1, 1 + self._n_ratios)  # after the amount, at 0 when there are any
+        self._amount = self._index.get("amount", -1) if extra and self.band_width > 0 else -1
+        self._edges = band_edges(self.band_width) if self._amount >= 0 else np.zeros(0)
+        # Learned statistics follow their column to its new place.
+        where = np.array([old.get(c, -1) for c in self.columns], dtype=np.intp)
+        known = where >= 0
+
+        def move(a):
+            out = np.zeros(len(self.columns), a.dtype)
+            out[known] = a[where[known]]
+            return out
         self._log = np.array([is_log_scaled(k) for k in self.names], dtype=bool)
+        self._edge_list = self._edges.tolist()
         self.count, self.mean, self.m2, self.weights = (
-            grow(self.count), grow(self.mean), grow(self.m2), grow(self.weights))
+            move(self.count), move(self.mean), move(self.m2), move(self.weights))
         self._getter = operator.itemgetter(*self.names) if len(self.names) > 1 else None
         self._update_spread()
 
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "_n_log" not in state:  # pickled before the derived features existed
+            self._add_names([])
+
     def _vector(self, x: dict) -> tuple[np.ndarray, bool]:
-        """The features in this model's order, log-scaled; and whether all are present.
+        """The columns in this model's order (inputs log-scaled); and whether all are present.
 
         The usual case, every feature present, takes a fast path; a missing
-        feature is NaN and is left out of every update, as river leaves out a
-        missing key.
+        feature is NaN (and so is what is derived from it) and is left out
+        of every update, as river leaves out a missing key.
         """
-        if len(x) == len(self.names) and self._getter is not None:
+        n = self._n_base
+        if len(x) == n and self._getter is not None:
             try:
-                v = np.array(self._getter(x), dtype=float)
-                complete = True
+                row = self._getter(x)
             except KeyError:
-                complete = False
-        else:
-            complete = False
-        if not complete:
-            new = [k for k in x if k not in self._index]
-            if new:
-                self._add_names(new)
-            v = np.fromiter((x.get(k, math.nan) for k in self.names), float, len(self.names))
-            complete = len(x) == len(self.names) and not np.isnan(v).any()
+                pass
+            else:  # the fast path: one array for the inputs and the derived columns
+                v = np.zeros(len(self.columns))
+                v[:n] = row
+                head = v[:self._n_log]
+                np.log1p(np.maximum(head, 0.0, out=head), out=head)
+                if len(self.columns) > n:
+                    self._derive(v)
+                return v, True
+        new = [k for k in x if k not in self._index]
+        if new:
+            self._add_names(new)
+            n = self._n_base
+        v = np.zeros(len(self.columns))
+        v[:n] = np.fromiter((x.get(k, math.nan) for k in self.names), float, n)
+        complete = len(x) == n and not np.isnan(v[:n]).any()
         if complete:
-            v[self._log] = np.log1p(np.maximum(v[self._log], 0.0))
+            head = v[:self._n_log]
+            np.log1p(np.maximum(head, 0.0, out=head), out=head)
         else:
-            logged = v[self._log]
-            v[self._log] = np.log1p(np.where(logged > 0.0, logged, 0.0),
-                                    where=~np.isnan(logged), out=np.full_like(logged, math.nan))
+            logged = v[:n][self._log]
+            v[:n][self._log] = np.log1p(np.where(logged > 0.0, logged, 0.0),
+                                        where=~np.isnan(logged),
+                                        out=np.full_like(logged, math.nan))
+        if len(self.columns) > n:
+            self._derive(v)
         return v, complete
+
+    def _derive(self, v: np.ndarray) -> None:
+        """Fill in the derived columns after the inputs (see :func:`derive`)."""
+        n = self._n_base
+        k = n + self._n_ratios
+        amount = v.item(0)
+        np.subtract(amount, v[self._ratios], out=v[n:k])
+        if self._amount >= 0:
+            if amount != amount:  # a missing amount: its bands are missing too
+                v[k:] = math.nan
+            else:
+                v[k + bisect.bisect_right(self._edge_list, amount)] = 1.0
 
     def _standardize(self, v: np.ndarray, complete: bool = True) -> np.ndarray:
         if complete:
@@ -112,14 +243,14 @@ class LinearFraudModel(base.Classifier):
         return z
 
     def _update_spread(self) -> None:
-        spread = self.m2 > 0.0
-        self._inv_std = np.zeros_like(self.m2)
-        self._inv_std[spread] = 1.0 / np.sqrt(self.m2[spread] / self.count[spread])
+        # 1 / sqrt(m2 / count) where m2 > 0, else 0; without a division by zero.
+        m2 = self.m2
+        self._inv_std = np.sqrt(self.count / np.maximum(m2, 1e-200)) * (m2 > 0.0)
 
     def transform_one(self, x: dict) -> dict:
-        """The standardized, log-scaled features the weights apply to."""
+        """The standardized columns the weights apply to (inputs and derived ones)."""
         z = self._standardize(*self._vector(x))
-        return {k: float(z[self._index[k]]) for k in x}
+        return {k: float(v) for k, v in zip(self.columns, z)}
 
     def predict_proba_one(self, x: dict) -> dict:
         z = self._standardize(*self._vector(x))
@@ -147,9 +278,26 @@ class LinearFraudModel(base.Classifier):
         self.weights -= self.lr * g * z
 
     def contributions(self, x: dict) -> dict[str, float]:
-        """``weight * standardized value`` per feature: what pushes this score."""
+        """``weight * standardized value`` per column: what pushes this score.
+
+        The amount bands are one column for a reader: their pushes are added
+        to the amount's.
+        """
         z = self._standardize(*self._vector(x))
-        return {k: float(self.weights[self._index[k]] * z[self._index[k]]) for k in x}
+        push = self.weights * z
+        out = {k: float(p) for k, p in zip(self.columns, push) if not k.startswith("amount_band_")}
+        if self._amount >= 0 and "amount" in out:
+            out["amount"] += float(push[self._n_base + self._n_ratios:].sum())
+        return {k: v for k, v in out.items() if k in x or k.startswith("amount_to_")}
+
+    def values(self, x: dict) -> dict[str, float]:
+        """The inputs and, for the amount-to-mean columns, the plain ratio ``(1 + amount) / (1 + mean)``."""
+        v, _ = self._vector(x)
+        out = dict(x)
+        n = self._n_base
+        for k, value in zip(self.columns[n:n + self._n_ratios], v[n:]):
+            out[k] = math.exp(value) if value == value else math.nan
+        return out
 
 
 def _sigmoid(raw: float) -> float:

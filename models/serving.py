@@ -128,6 +128,29 @@ class ModelRuntime:
         self._static_stamp = stamp
         log.info("static model version %s loaded from %s", self.static.version, self.static_dir)
 
+    def attach_static(self, model_dir: str, champion: str | None = None) -> None:
+        """Score with the static model in ``model_dir`` from the next batch on.
+
+        For a runtime started without one (a static model trained while the
+        stream ran); ``champion`` optionally changes which score decides.
+        """
+        from models.static import METADATA_FILE, StaticModelError
+
+        if champion is not None and champion not in ("dynamic", "static", "blend"):
+            raise ValueError(f"unknown champion {champion!r}: dynamic, static or blend")
+        if not (Path(model_dir) / METADATA_FILE).is_file():
+            raise StaticModelError(f"{model_dir} is not a static model directory: no "
+                                   f"{METADATA_FILE}")
+        previous = (self.static_dir, self.static, self._static_stamp)
+        self.static_dir, self.static, self._static_stamp = str(model_dir), None, None
+        try:
+            self._refresh_static()
+        except Exception:
+            self.static_dir, self.static, self._static_stamp = previous
+            raise
+        if champion is not None:
+            self.champion = champion
+
     def models(self) -> tuple[str, ...]:
         """The names of the models that score each event."""
         return ("dynamic", "static", "blend") if self.static_dir else ("dynamic",)

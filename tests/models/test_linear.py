@@ -9,7 +9,9 @@ import random
 from river import compose, linear_model, optim, preprocessing
 
 from features.schemas import FEATURE_NAMES
-from models.linear import LinearFraudModel, is_log_scaled
+import pytest
+
+from models.linear import LinearFraudModel, derive, is_log_scaled
 
 
 def log_scale(x: dict) -> dict:
@@ -31,6 +33,59 @@ def test_scores_equal_river_pipeline_on_the_same_stream_missing_features_include
         river_model.learn_one(x, y)
 
 
+@pytest.mark.parametrize("band_width", [0.0, 0.25])
+def test_with_derived_features_scores_equal_river_on_the_derived_dicts(band_width):
+    """The amount-to-mean ratios and amount bands, on arrays, are river's pipeline over
+    :func:`derive`'s dicts; features missing at first and arriving later included."""
+    rng = random.Random(1)
+    river_model = compose.Pipeline(
+        compose.FuncTransformer(lambda x: derive(log_scale(x), band_width)),
+        preprocessing.StandardScaler(),
+        linear_model.LogisticRegression(optimizer=optim.SGD(0.005)))
+    ours = LinearFraudModel(lr=0.005, derived=True, band_width=band_width)
+    for i in range(3000):
+        x = {k: rng.lognormvariate(3, 1) if "amount" in k else rng.uniform(0, 50)
+             for k in FEATURE_NAMES if i % 97 or rng.random() < 0.7}
+        y = rng.random() < 0.1 + 0.5 * (x.get("amount", 0) > 40)
+        assert math.isclose(ours.predict_proba_one(x)[True],
+                            river_model.predict_proba_one(x)[True], abs_tol=1e-12)
+        ours.learn_one(x, y)
+        river_model.learn_one(x, y)
+    assert len(ours.columns) == len(FEATURE_NAMES) + 6 + (32 if band_width else 0)
+
+
+def test_amount_bands_learn_a_step_the_log_amount_alone_cannot():
+    """Fraud exactly above 220 whatever else: with bands the ranking is near perfect."""
+    rng = random.Random(2)
+    rows = [({"amount": rng.uniform(5, 400), "card_mean_amount_7d": rng.uniform(5, 100),
+              "is_night": float(rng.random() < 0.2)}, None) for _ in range(20_000)]
+    rows = [(x, x["amount"] > 220 and x["amount"] < 260) for x, _ in rows]
+
+    def auc(model) -> float:
+        for x, y in rows[:15_000]:
+            model.learn_one(x, y)
+        scored = [(model.predict_proba_one(x)[True], y) for x, y in rows[15_000:]]
+        pos = [s for s, y in scored if y]
+        neg = [s for s, y in scored if not y]
+        return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / len(pos) / len(neg)
+
+    plain = auc(LinearFraudModel())
+    banded = auc(LinearFraudModel(derived=True, band_width=0.1))
+    assert banded > 0.97 and banded > plain + 0.2, (plain, banded)
+
+
+def test_reasons_name_the_amount_to_mean_ratio_with_its_plain_value():
+    m = LinearFraudModel(derived=True, band_width=0.1)
+    for i in range(400):
+        m.learn_one({"amount": 20.0 + i % 7, "card_mean_amount_7d": 22.0}, False)
+        m.learn_one({"amount": 110.0 + i % 5, "card_mean_amount_7d": 30.0}, True)
+    x = {"amount": 110.0, "card_mean_amount_7d": 22.0}
+    push = m.contributions(x)
+    assert set(push) == {"amount", "card_mean_amount_7d", "amount_to_card_mean_7d"}
+    assert push["amount_to_card_mean_7d"] > 0
+    assert math.isclose(m.values(x)["amount_to_card_mean_7d"], 111.0 / 23.0)
+
+
 def test_a_model_survives_pickling_with_its_state():
     m = LinearFraudModel()
     for i in range(100):
@@ -38,3 +93,39 @@ def test_a_model_survives_pickling_with_its_state():
     copy = pickle.loads(pickle.dumps(m))
     x = {"amount": 90.0, "is_night": 1.0}
     assert copy.predict_proba_one(x) == m.predict_proba_one(x)
+
+
+def test_the_dynamic_model_explains_a_purchase_far_above_the_cards_usual_amount():
+    from models.dynamic import DynamicModel
+
+    rng = random.Random(3)
+    m = DynamicModel()
+    for _ in range(3000):
+        usual = rng.uniform(10, 100)
+        fraud = rng.random() < 0.05
+        price = usual * (5 if fraud else rng.uniform(0.5, 1.5))
+        m.learn({"amount": price, "card_mean_amount_30d": usual, "is_night": 0.0}, fraud)
+    x = {"amount": 250.0, "card_mean_amount_30d": 50.0, "is_night": 0.0}
+    assert m.score(x) > 0.5 > m.score({**x, "amount": 50.0})
+    reasons = {r["feature"]: r for r in m.reasons(x)}
+    assert "amount_to_card_mean_30d" in reasons
+    assert reasons["amount_to_card_mean_30d"]["value"] == round(251.0 / 51.0, 6)
+
+
+def test_a_model_pickled_before_the_derived_columns_existed_still_scores_the_same():
+    m = LinearFraudModel()
+    for i in range(300):
+        m.learn_one({"is_night": float(i % 2), "amount": float(i), "card_count_1d": i % 5}, i > 250)
+    x = {"is_night": 1.0, "amount": 260.0, "card_count_1d": 3.0}
+    expected = m.predict_proba_one(x)[True]
+    # What an older version pickled: inputs in the order first seen, no derived columns.
+    order = ["is_night", "amount", "card_count_1d"]
+    where = [m.names.index(n) for n in order]
+    state = {k: v for k, v in m.__dict__.items()
+             if k not in ("columns", "_n_log", "_n_base", "_n_ratios", "_ratios", "_amount",
+                          "_edges", "_edge_list")}
+    state.update(names=order, _index={n: i for i, n in enumerate(order)},
+                 **{k: m.__dict__[k][where] for k in ("count", "mean", "m2", "weights", "_log")})
+    old = LinearFraudModel.__new__(LinearFraudModel)
+    old.__setstate__(state)
+    assert math.isclose(old.predict_proba_one(x)[True], expected, abs_tol=1e-15)

@@ -234,3 +234,20 @@ def test_training_needs_frauds_on_both_sides_of_the_time_split(tmp_path, app):
                                  tmp_path / "m"), "the validation part", "0 frauds")
     with pytest.raises(StaticModelError, match="validation share must be in"):
         train_static(as_log(rows), tmp_path / "m", validation_share=1.0)
+
+
+def test_a_runtime_attaches_a_static_model_while_running_and_blends_it(trained, tmp_path):
+    from models.serving import ModelRuntime
+
+    info, log = trained
+    rt = ModelRuntime(warmup_frauds=0, warmup_legit=0)
+    x = dict(zip(FEATURE_NAMES, log.X[0].tolist()))
+    assert set(rt.score_batch([x]).scores[0]) == {"dynamic"}
+    with pytest.raises(StaticModelError):
+        rt.attach_static(str(tmp_path / "nothing-here"), champion="blend")
+    assert rt.champion == "dynamic" and rt.static is None  # a failed attach changes nothing
+    rt.attach_static(str(info.model_dir), champion="blend")
+    scores = rt.score_batch([x]).scores[0]
+    assert rt.champion == "blend" and rt.models() == ("dynamic", "static", "blend")
+    assert scores["static"] == pytest.approx(StaticModel.load(info.model_dir).score(x))
+    assert scores["blend"] == pytest.approx(0.5 * scores["dynamic"] + 0.5 * scores["static"])
