@@ -66,6 +66,10 @@ class DynamicModel:
         return float(proba.get(True, 0.0)) if proba else 0.0
 
     def score_many(self, xs: Sequence[Mapping[str, float]]) -> list[float]:
+        """Probability of fraud for each feature dict (the logistic regression: as one matrix)."""
+        steps = list(self.pipeline.steps.values())
+        if len(steps) == 1 and isinstance(steps[0], LinearFraudModel):
+            return steps[0].predict_proba_many(xs)
         return [self.score(x) for x in xs]
 
     def learn(self, x: Mapping[str, float], is_fraud: bool) -> None:

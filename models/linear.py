@@ -257,6 +257,45 @@ class LinearFraudModel(base.Classifier):
         p = _sigmoid(float(self.weights @ z) + self.intercept)
         return {False: 1.0 - p, True: p}
 
+    def predict_proba_many(self, xs) -> list[float]:
+        """The probability of fraud of each feature dict, for a micro-batch at once.
+
+        Equal to :meth:`predict_proba_one` for each (to rounding in the dot
+        product); one matrix instead of a vector per event. Dicts with a
+        missing or a new feature go through :meth:`predict_proba_one`.
+
+        >>> m = LinearFraudModel(derived=True, band_width=0.1)
+        >>> m.learn_one({"amount": 900.0, "card_mean_amount_1d": 100.0}, True)
+        >>> xs = [{"amount": a, "card_mean_amount_1d": 100.0} for a in (20.0, 900.0)]
+        >>> many = m.predict_proba_many(xs)
+        >>> one = [m.predict_proba_one(x)[True] for x in xs]
+        >>> max(abs(a - b) for a, b in zip(many, one)) < 1e-12
+        True
+        """
+        n, getter = self._n_base, self._getter
+        if getter is None or any(len(x) != n for x in xs):
+            return [self.predict_proba_one(x)[True] for x in xs]
+        try:
+            rows = [getter(x) for x in xs]
+        except KeyError:
+            return [self.predict_proba_one(x)[True] for x in xs]
+        v = np.zeros((len(rows), len(self.columns)))
+        v[:, :n] = rows
+        head = v[:, :self._n_log]
+        np.log1p(np.maximum(head, 0.0, out=head), out=head)
+        if len(self.columns) > n:
+            k = n + self._n_ratios
+            amount = v[:, 0]
+            np.subtract(amount[:, None], v[:, self._ratios], out=v[:, n:k])
+            if self._amount >= 0:
+                bands = np.searchsorted(self._edges, amount, side="right")
+                v[np.arange(len(rows)), k + bands] = 1.0
+        raw = ((v - self.mean) * self._inv_std) @ self.weights + self.intercept
+        p = 1.0 / (1.0 + np.exp(-np.clip(raw, -30.0, 30.0)))
+        p[raw < -30.0] = 0.0
+        p[raw > 30.0] = 1.0
+        return p.tolist()
+
     def learn_one(self, x: dict, y: bool, w: float = 1.0) -> None:
         v, complete = self._vector(x)
         # The scaler learns first, then the regression learns on what it outputs.

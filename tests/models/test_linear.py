@@ -6,6 +6,7 @@ import math
 import pickle
 import random
 
+import numpy as np
 from river import compose, linear_model, optim, preprocessing
 
 from features.schemas import FEATURE_NAMES
@@ -129,3 +130,21 @@ def test_a_model_pickled_before_the_derived_columns_existed_still_scores_the_sam
     old = LinearFraudModel.__new__(LinearFraudModel)
     old.__setstate__(state)
     assert math.isclose(old.predict_proba_one(x)[True], expected, abs_tol=1e-15)
+
+
+def test_a_micro_batch_scores_as_each_event_alone():
+    from models.dynamic import DynamicModel
+
+    rng = np.random.default_rng(3)
+    model = DynamicModel()
+    xs = [{k: float(v) for k, v in zip(FEATURE_NAMES, rng.lognormal(1.0, 2.0, len(FEATURE_NAMES)))}
+          for _ in range(400)]
+    for i, x in enumerate(xs[:300]):
+        model.learn(x, x["amount"] > 20.0 or i % 50 == 0)
+    xs.append({**xs[0], "amount": 1e9})  # far beyond the bands and the sigmoid's range
+    many = model.score_many(xs)
+    one = [model.score(x) for x in xs]
+    assert len(many) == len(one) == 401
+    assert max(abs(a - b) for a, b in zip(many, one)) < 1e-12
+    assert model.score_many(xs[:2] + [{"amount": 5.0}]) == [model.score(x) for x in
+                                                          xs[:2] + [{"amount": 5.0}]]
