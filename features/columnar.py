@@ -23,12 +23,13 @@ last ``RECENT_TIMES`` purchase times (card), the item-count histogram
 where the entity's buckets start in the pool, how many there are and how many
 fit. The pool holds ``(hour, count, value)`` triples; an entity's buckets are
 contiguous and in creation order; a full block moves to the end of the pool
-with twice the room, and :meth:`StateTables.compact` drops the holes left.
+with half as much room again, and :meth:`StateTables.compact` drops the holes left.
 """
 
 from __future__ import annotations
 
 import math
+import mmap
 
 import numpy as np
 from numba import njit
@@ -117,10 +118,15 @@ def _expire(rows, heads, kind, slot, horizon):
 
 
 @njit(cache=True)
+def _grown_room(room):
+    return max(4, room + room // 2)
+
+
+@njit(cache=True)
 def _room_needed(heads, slot):
     if heads[slot, COUNT] < heads[slot, ROOM]:
         return 0
-    return max(4, 2 * heads[slot, ROOM])
+    return _grown_room(heads[slot, ROOM])
 
 
 @njit(cache=True)
@@ -133,8 +139,8 @@ def _add_bucket(heads, slot, hour, count, value, ph, pc, pv, pool):
             pc[j] += count
             pv[j] += value
             return False
-    if n == heads[slot, ROOM]:  # move to the end of the pool with twice the room
-        room = max(4, 2 * n)
+    if n == heads[slot, ROOM]:  # move to the end of the pool with half as much room again
+        room = _grown_room(n)
         new = pool[0]
         for j in range(n):
             ph[new + j] = ph[start + j]
@@ -419,25 +425,16 @@ def _compact(UH, CH, SH, ph, pc, pv, nh, nc, nv):
 
 
 @njit(cache=True)
-def gather_buckets(heads, slots, ph, pc, pv):
-    """The buckets of ``slots``, one after the other, and how many each has."""
-    counts = np.empty(slots.shape[0], np.int64)
-    total = 0
-    for i in range(slots.shape[0]):
-        counts[i] = heads[slots[i], COUNT]
-        total += counts[i]
-    hours = np.empty(total, np.int32)
-    values_c = np.empty(total, np.int32)
-    values_v = np.empty(total, np.float64)
+def gather_buckets(heads, slots, ph, pc, pv, hours, counts, values):
+    """The buckets of ``slots``, one entity after the other, into the last three arrays."""
     k = 0
     for i in range(slots.shape[0]):
         start = heads[slots[i], START]
-        for j in range(counts[i]):
+        for j in range(heads[slots[i], COUNT]):
             hours[k] = ph[start + j]
-            values_c[k] = pc[start + j]
-            values_v[k] = pv[start + j]
+            counts[k] = pc[start + j]
+            values[k] = pv[start + j]
             k += 1
-    return counts, hours, values_c, values_v
 
 
 # -- the tables ----------------------------------------------------------------------------
@@ -477,7 +474,8 @@ class StateTables:
     # -- slots ----------------------------------------------------------------------------
     def slots(self, kind: int, ids) -> np.ndarray:
         """The row of each id, new rows for new ids."""
-        ids = list(ids)
+        if not isinstance(ids, list):
+            ids = list(ids)
         index = self.index[kind]
         get = index.get
         found = [get(i) for i in ids]
@@ -511,9 +509,9 @@ class StateTables:
         slot = len(self.ids[kind])
         if slot == self.rows[kind].shape[0]:
             size = max(1024, slot + slot // 2)
-            rows = np.empty((size, WIDTH[kind]))
+            rows = zeros((size, WIDTH[kind]), np.float64)
             rows[:slot] = self.rows[kind]
-            heads = np.zeros((size, 3), np.int64)
+            heads = zeros((size, 3), np.int64)
             heads[:slot] = self.heads[kind]
             self.rows[kind], self.heads[kind] = rows, heads
         self.ids[kind].append(entity_id)
@@ -533,8 +531,8 @@ class StateTables:
         used, lost = int(self.pool[0]), int(self.pool[1])
         live = used - lost
         size = max(1 << 16, live + live // 2 + (1 << 16))
-        if lost * 4 < used:  # few holes: grow; else compact
-            size = max(size, used + used // 2)
+        if lost * 5 < used:  # few holes: grow; else compact
+            size = max(size, used + used // 4)
             self.ph = _grown(self.ph, size)
             self.pc = _grown(self.pc, size)
             self.pv = _grown(self.pv, size)
@@ -545,8 +543,7 @@ class StateTables:
         """Move every entity's buckets together, dropping the holes."""
         live = int(self.pool[0] - self.pool[1])
         size = size or max(1 << 16, live + live // 2)
-        nh, nc, nv = (np.zeros(size, np.int32), np.zeros(size, np.int32),
-                      np.zeros(size, np.float64))
+        nh, nc, nv = zeros(size, np.int32), zeros(size, np.int32), zeros(size, np.float64)
         end = _compact(*self.heads, self.ph, self.pc, self.pv, nh, nc, nv)
         self.ph, self.pc, self.pv = nh, nc, nv
         self.pool[0], self.pool[1] = end, 0
@@ -697,14 +694,16 @@ class StateTables:
                 self.free[k].append(slot)
             self._blank(k, idle_slots)
 
-    def export(self, kind: int, slots: np.ndarray) -> tuple[list[str], bytes, bytes, bytes,
-                                                           bytes, bytes]:
-        """Entities ``slots`` of a kind as ids and byte strings (see :meth:`load`)."""
+    def export(self, kind: int, slots: np.ndarray) -> tuple:
+        """Entities ``slots`` of a kind as ids and arrays (see :meth:`load`)."""
         ids = [self.ids[kind][s] for s in slots.tolist()]
-        counts, hours, bc, bv = gather_buckets(self.heads[kind], slots, self.ph, self.pc,
-                                               self.pv)
-        return (ids, self.rows[kind][slots].tobytes(), counts.tobytes(), hours.tobytes(),
-                bc.tobytes(), bv.tobytes())
+        rows = zeros((len(slots), WIDTH[kind]), np.float64)
+        np.take(self.rows[kind], slots, axis=0, out=rows)
+        counts = self.heads[kind][slots, COUNT]
+        total = int(counts.sum())
+        hours, bc, bv = zeros(total, np.int32), zeros(total, np.int32), zeros(total, np.float64)
+        gather_buckets(self.heads[kind], slots, self.ph, self.pc, self.pv, hours, bc, bv)
+        return ids, rows, counts, hours, bc, bv
 
     def load(self, kind: int, ids: list[str], rows: bytes, counts: bytes, hours: bytes,
              bc: bytes, bv: bytes) -> None:
@@ -734,8 +733,19 @@ class StateTables:
         self.pool[0] += need
 
 
+def zeros(shape, dtype) -> np.ndarray:
+    """A zero-filled array; a large one is mapped from the kernel on its own, so that the
+    memory goes back to the system as soon as the array is dropped (the C heap tends to keep
+    large blocks once it has seen a few)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    if size < 1 << 20:
+        return np.zeros(shape, dtype)
+    return np.frombuffer(mmap.mmap(-1, size), dtype).reshape(shape)
+
+
 def _grown(a: np.ndarray, size: int) -> np.ndarray:
-    out = np.zeros(size, a.dtype)
+    out = zeros(size, a.dtype)
     out[:a.shape[0]] = a
     return out
 

@@ -50,7 +50,7 @@ import numpy as np
 import orjson
 from numba import njit
 
-from features.columnar import KINDS, REFERENCE_COLUMNS, REFERENCE_ORDER, StateTables
+from features.columnar import KINDS, REFERENCE_COLUMNS, REFERENCE_ORDER, StateTables, zeros
 from features.schemas import Label
 from features.state import EntityState, state_from_json
 from features.store.base import FeatureStore, LabelResult, Snapshot, StoreConfig, StoreUnavailable
@@ -117,6 +117,7 @@ class EmbeddedStore(FeatureStore):
                                "(stop the other worker or give this one its own directory)") from None
         self._db = sqlite3.connect(self.directory / "state.db", isolation_level=None,
                                    check_same_thread=False)
+        self._db.execute("PRAGMA page_size=16384")  # a new database: snapshots are ~1 KiB
         self._db.execute("PRAGMA journal_mode=WAL")
         # A committed batch survives a crashed or killed worker either way: the
         # data is in the operating system. fsync also survives a crash of the
@@ -225,7 +226,7 @@ class EmbeddedStore(FeatureStore):
                                (transaction_id,)).fetchone()
         if row is None:
             return None
-        snap = Snapshot.from_bytes(row[0])
+        snap = snapshot_from_bytes(row[0])
         return None if snap.event_ts < clock - self.config.label_horizon else snap
 
     # -- processing -----------------------------------------------------------------------
@@ -320,7 +321,7 @@ class EmbeddedStore(FeatureStore):
             if not self._pending and not self._ops:
                 return
             tables = self._ready()
-            snapshot_rows = [(s.transaction_id, s.event_ts, s.to_bytes())
+            snapshot_rows = [(s.transaction_id, s.event_ts, snapshot_to_bytes(s))
                              for s in self._pending.values()]
             ops = orjson.dumps(self._ops)
             try:
@@ -365,9 +366,10 @@ class EmbeddedStore(FeatureStore):
         for k, kind in enumerate(KINDS):
             slots = tables.kept_slots(k)
             for part, i in enumerate(range(0, len(slots), CHECKPOINT_PART)):
-                ids, rows, counts, hours, bc, bv = tables.export(k, slots[i:i + CHECKPOINT_PART])
+                ids, *arrays = tables.export(k, slots[i:i + CHECKPOINT_PART])
                 db.execute("INSERT INTO checkpoint VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (kind, part, orjson.dumps(ids), rows, counts, hours, bc, bv))
+                           (kind, part, orjson.dumps(ids), *map(memoryview, arrays)))
+                del arrays
                 self.round_trips += 1
         db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                        [("layout", LAYOUT), ("checkpoint", last),
@@ -380,7 +382,7 @@ class EmbeddedStore(FeatureStore):
     def applied_since(self, seq: int) -> list[Snapshot]:
         """Snapshots of the labels applied after sequence number ``seq``, in order."""
         with self._mutex:
-            return [Snapshot.from_bytes(body) for body, in self._db.execute(
+            return [snapshot_from_bytes(body) for body, in self._db.execute(
                 "SELECT s.body FROM applied_labels a JOIN snapshots s USING (transaction_id) "
                 "WHERE a.seq > ? ORDER BY a.seq", (seq,))]
 
@@ -480,6 +482,28 @@ def _hours(times) -> np.ndarray:
     return (np.asarray(times, np.float64) // 3600.0).astype(np.int64)
 
 
+def snapshot_to_bytes(snap: Snapshot) -> bytes:
+    """A snapshot as stored: :meth:`Snapshot.to_bytes`, with the features as a list of values
+    when their names are the usual ones in the usual order.
+
+    >>> snap = Snapshot("t1", 0.0, "u", "c", "s", dict.fromkeys(REFERENCE_ORDER, 0.5))
+    >>> snapshot_from_bytes(snapshot_to_bytes(snap)) == snap
+    True
+    """
+    features = snap.features
+    if tuple(features) == REFERENCE_ORDER:
+        features = list(features.values())
+    return orjson.dumps([snap.transaction_id, snap.event_ts, snap.user_id, snap.card_hash,
+                         snap.seller_id, features, snap.scores, snap.label])
+
+
+def snapshot_from_bytes(raw: bytes) -> Snapshot:
+    data = orjson.loads(raw)
+    if isinstance(data[5], list):
+        data[5] = dict(zip(REFERENCE_ORDER, data[5]))
+    return Snapshot(*data)
+
+
 def _as_duplicate(snap: Snapshot) -> Snapshot:
     return Snapshot(snap.transaction_id, snap.event_ts, snap.user_id, snap.card_hash,
                     snap.seller_id, dict(snap.features), dict(snap.scores), snap.label,
@@ -524,8 +548,8 @@ class TransactionSet:
         size = 1 << 12
         while size * 2 < (len(keys) + room) * 3:  # at most two thirds full
             size *= 2
-        self.keys = np.zeros(size, np.int64)
-        self.hours = np.zeros(size, np.int32)
+        self.keys = zeros(size, np.int64)
+        self.hours = zeros(size, np.int32)
         self.used = _set_add(self.keys, self.hours, keys, hours, np.empty(len(keys), np.bool_))
 
 
