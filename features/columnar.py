@@ -478,17 +478,16 @@ class StateTables:
             ids = list(ids)
         index = self.index[kind]
         get = index.get
-        found = [get(i) for i in ids]
+        found = list(map(get, ids))
         if None in found:
             new = []
-            for k, slot in enumerate(found):
+            for k in [k for k, slot in enumerate(found) if slot is None]:
+                entity_id = ids[k]
+                slot = get(entity_id)  # the same new id twice in a batch
                 if slot is None:
-                    entity_id = ids[k]
-                    slot = get(entity_id)  # the same new id twice in a batch
-                    if slot is None:
-                        slot = index[entity_id] = self._new_slot(kind, entity_id)
-                        new.append(slot)
-                    found[k] = slot
+                    slot = index[entity_id] = self._new_slot(kind, entity_id)
+                    new.append(slot)
+                found[k] = slot
             self._blank(kind, np.array(new, np.int64))
         return np.array(found, np.int64)
 

@@ -245,7 +245,7 @@ class EmbeddedStore(FeatureStore):
             n_items = np.array(items, np.int64)
             if not (np.isfinite(ts).all() and (price > 0).all() and np.isfinite(price).all()
                     and ((n_items >= 1) & (n_items <= MAX_ITEMS)).all()
-                    and all(type(x) is int for x in items)):
+                    and set(map(type, items)) == {int}):
                 raise ValueError("a purchase out of range for the feature store")
             maybe = self._seen.add(np.fromiter(map(hash, txs), np.int64, n), _hours(ts))
             out: list[Snapshot | None] = [None] * n
