@@ -4,9 +4,13 @@
 
 Feeds purchases over 100k users, 20k sellers and 120k cards (a fifth of the
 users have a second card) through a store in micro-batches, committing after
-each batch (durable at batch boundaries), and prints the median events/s per
-core, the store round trips per event, and the resident memory per 100k
-entities. With ``AEROSPIKE_HOSTS`` set it measures the Aerospike backend too.
+each batch (durable at batch boundaries: for the embedded store, the batch's
+snapshots and journal row, with a checkpoint of every entity whenever the
+journal has grown as long as the entity count), and prints the median events/s
+per core, the store round trips per event, and the resident memory per 100k
+entities. The first run of a process also pays for loading the store's
+compiled kernels (in time and memory); the median leaves it out. With
+``AEROSPIKE_HOSTS`` set it measures the Aerospike backend too.
 """
 
 from __future__ import annotations

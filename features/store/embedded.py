@@ -1,10 +1,33 @@
-"""The embedded feature store: SQLite on local disk, no server.
+"""The embedded feature store: entities in memory, a journal and checkpoints in SQLite.
 
-Entities live in memory while the worker runs and reach disk at every
-:meth:`EmbeddedStore.commit` in one SQLite transaction together with the new
-snapshots, so a killed worker restarts from its last committed micro-batch
-and Kafka redelivers what came after. One worker owns a store directory at a
-time (an exclusive lock file).
+Every live entity is kept in memory in arrays (:mod:`features.columnar`), and
+compiled kernels featurize and apply a whole micro-batch in one call. Disk
+holds what is needed to rebuild that memory exactly:
+
+* ``snapshots``: the features each transaction was scored with, with its
+  scores and label (as before; labels are joined to them, and they tell
+  redeliveries apart);
+* ``journal``: per :meth:`EmbeddedStore.commit`, one row with the inputs of
+  every purchase and label applied since the previous commit, in order;
+* ``checkpoint``: every live entity, written from time to time (when the
+  journal since the last one holds as many events as there are entities, and
+  on close), after which the journal before it is dropped;
+* ``applied_labels``: the sequence of applied labels, for a learner catching
+  up after a restart.
+
+A commit is one SQLite transaction (the batch's snapshots, its journal row,
+the applied labels, the stream clock), so a killed worker restarts from its
+last committed micro-batch: the checkpoint is loaded and the journal after it
+re-applied with the same kernels, which gives the same state to the last bit;
+Kafka redelivers what came after. A failed commit forgets what was not
+committed (memory is rebuilt from disk when next needed) and raises
+:class:`StoreUnavailable`. One worker owns a store directory at a time (an
+exclusive lock file).
+
+Redeliveries are told apart without a query per batch: an in-memory hash set
+of the transaction ids of the snapshots within the label horizon says
+"certainly new" for almost every purchase; only its hits are confirmed against
+the snapshots.
 
 Time-to-live is measured on the stream clock (the newest event time seen), not
 the wall clock, so replaying a year of history expires entities exactly as the
@@ -13,34 +36,59 @@ live stream did.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import math
 import os
 import sqlite3
 import threading
+from operator import attrgetter
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+import orjson
+from numba import njit
 
+from features.columnar import KINDS, REFERENCE_COLUMNS, REFERENCE_ORDER, StateTables, zeros
 from features.schemas import Label
-from features.state import STATE_TYPES, EntityState, apply_label, state_from_json, state_to_json
-from features.store.base import (FeatureStore, LabelResult, Snapshot, StoreConfig,
-                                 StoreUnavailable, featurize_and_apply)
+from features.state import EntityState, state_from_json
+from features.store.base import FeatureStore, LabelResult, Snapshot, StoreConfig, StoreUnavailable
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS entities (
-    kind TEXT NOT NULL, id TEXT NOT NULL, last_ts REAL NOT NULL, state BLOB NOT NULL,
-    PRIMARY KEY (kind, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
     transaction_id TEXT PRIMARY KEY, event_ts REAL NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS applied_labels (seq INTEGER PRIMARY KEY, transaction_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS journal (seq INTEGER PRIMARY KEY, ops BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoint (
+    kind TEXT NOT NULL, part INTEGER NOT NULL, ids BLOB NOT NULL, rows BLOB NOT NULL,
+    counts BLOB NOT NULL, hours BLOB NOT NULL, bucket_counts BLOB NOT NULL,
+    bucket_values BLOB NOT NULL, PRIMARY KEY (kind, part)) WITHOUT ROWID;
 """
-# Commits between two expiry sweeps. A sweep scans the tables (an index on the
-# time columns would slow every write to speed up a rare sweep); expired rows
-# are invisible before that anyway, because every read checks the TTL.
+# The layout of the checkpoint's arrays; a checkpoint of another layout is not loaded.
+LAYOUT = "columnar-1"
+# Commits between two expiry sweeps. A sweep scans the snapshots (an index on the
+# time column would slow every write to speed up a rare sweep); expired snapshots
+# are invisible before that anyway, because every read checks the label horizon.
 PURGE_EVERY = 2000
 APPLIED_LABELS_KEPT = 1_000_000
+# A checkpoint is written once the journal after the last one holds at least
+# this many events and at least as many as there are entities: its cost per
+# event stays bounded and a restart re-applies no more than it loads.
+CHECKPOINT_MIN_EVENTS = 100_000
+CHECKPOINT_PART = 65_536  # entities per checkpoint row
+
+_tx = attrgetter("transaction_id")
+_ts = attrgetter("event_ts")
+_price = attrgetter("price")
+_items = attrgetter("n_items")
+_user = attrgetter("user_id")
+_card = attrgetter("card_hash")
+_seller = attrgetter("seller_id")
+_ureg = attrgetter("user_registered_ts")
+_sreg = attrgetter("seller_registered_ts")
+MAX_ITEMS = 1 << 24
 
 
 class EmbeddedStore(FeatureStore):
@@ -56,8 +104,7 @@ class EmbeddedStore(FeatureStore):
     >>> store.close()
     """
 
-    def __init__(self, directory: str | os.PathLike, config: StoreConfig | None = None,
-                 max_cached_entities: int = 200_000):
+    def __init__(self, directory: str | os.PathLike, config: StoreConfig | None = None):
         self.config = config or StoreConfig()
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -70,127 +117,187 @@ class EmbeddedStore(FeatureStore):
                                "(stop the other worker or give this one its own directory)") from None
         self._db = sqlite3.connect(self.directory / "state.db", isolation_level=None,
                                    check_same_thread=False)
+        self._db.execute("PRAGMA page_size=16384")  # a new database: snapshots are ~1 KiB
         self._db.execute("PRAGMA journal_mode=WAL")
         # A committed batch survives a crashed or killed worker either way: the
         # data is in the operating system. fsync also survives a crash of the
         # machine, at the price of a disk flush per checkpoint.
         self._db.execute(f"PRAGMA synchronous={'NORMAL' if self.config.fsync else 'OFF'}")
-        self._db.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages
+        self._db.execute("PRAGMA cache_size=-16384")  # 16 MiB of pages
         self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT value FROM meta WHERE key='clock'").fetchone()
-        self.clock = float(row[0]) if row else float("-inf")
-        self._entities: dict[tuple[str, str], EntityState] = {}
-        self._dirty: set[tuple[str, str]] = set()
+        self._tables: StateTables | None = None
+        self._seen = TransactionSet()
         self._pending: dict[str, Snapshot] = {}
+        self._ops: list = []  # inputs applied since the commit, for the journal
         self._applied: list[str] = []  # transaction ids of the labels applied since the commit
-        self.label_seq = self._db.execute("SELECT coalesce(max(seq), 0) FROM applied_labels"
-                                          ).fetchone()[0]
-        self._max_cached = max_cached_entities
+        self._journal_events = 0
         self._commits = 0
         self._mutex = threading.RLock()
         self.round_trips = 0  # SQLite statements issued, for the benchmarks
+        self.label_seq = self._db.execute("SELECT coalesce(max(seq), 0) FROM applied_labels"
+                                          ).fetchone()[0]
+        self._load()
 
-    # -- entities -------------------------------------------------------
-    def _entity(self, kind: str, entity_id: str) -> EntityState:
-        key = (kind, entity_id)
-        state = self._entities.get(key)
-        if state is not None and _expired(state, self.clock - self.config.entity_ttl):
-            state = None  # idle past its time-to-live: forgotten
-        if state is None:
-            self.round_trips += 1
-            row = self._db.execute("SELECT last_ts, state FROM entities WHERE kind=? AND id=?",
-                                   key).fetchone()
-            if row is not None and row[0] >= self.clock - self.config.entity_ttl:
-                state = state_from_json(kind, row[1])
-            else:
-                state = STATE_TYPES[kind]()
-            self._entities[key] = state
-        self._dirty.add(key)
-        return state
+    @property
+    def clock(self) -> float:
+        """The stream clock: the newest event time applied."""
+        return self._ready().clock
 
+    # -- loading --------------------------------------------------------------------------
+    def _meta(self, key: str, default=None):
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def _load(self) -> None:
+        """Memory from disk: the checkpoint, then the journal after it re-applied."""
+        cfg = self.config
+        tables = StateTables(cfg.features, cfg.entity_ttl)
+        db = self._db
+        layout = self._meta("layout")
+        if layout is not None and layout != LAYOUT:
+            raise RuntimeError(f"feature store {self.directory} has checkpoint layout "
+                               f"{layout!r}, this version reads {LAYOUT!r}")
+        after = self._meta("checkpoint", 0)
+        tables.clock = float(self._meta("checkpoint_clock", -math.inf))
+        if layout is not None:
+            for kind, ids, rows, counts, hours, bc, bv in db.execute(
+                    "SELECT kind, ids, rows, counts, hours, bucket_counts, bucket_values "
+                    "FROM checkpoint ORDER BY kind, part"):
+                tables.load(KINDS.index(kind), orjson.loads(ids), rows, counts, hours, bc, bv)
+        elif db.execute("SELECT 1 FROM sqlite_master WHERE name='entities'").fetchone():
+            # A store written by the row-per-entity version: its entities table is the
+            # state at its clock.
+            tables.clock = float(self._meta("clock", -math.inf))
+            for kind, eid, last_ts, raw in db.execute(
+                    "SELECT kind, id, last_ts, state FROM entities WHERE last_ts >= ?",
+                    (tables.clock - cfg.entity_ttl,)):
+                tables.put(kind, eid, state_from_json(kind, raw))
+        events = 0
+        for (ops,) in db.execute("SELECT ops FROM journal WHERE seq > ? ORDER BY seq", (after,)):
+            ops = orjson.loads(ops)
+            events += len(ops)
+            replay(tables, ops)
+        self._journal_events = events
+        horizon = tables.clock - cfg.label_horizon
+        txs, times = [], []
+        for tx, ts in db.execute("SELECT transaction_id, event_ts FROM snapshots "
+                                 "WHERE event_ts >= ?", (horizon,)):
+            txs.append(tx)
+            times.append(ts)
+        self._seen = TransactionSet()
+        self._seen.add(np.fromiter(map(hash, txs), np.int64, len(txs)), _hours(times))
+        self._tables = tables
+
+    def _ready(self) -> StateTables:
+        if self._tables is None:
+            try:
+                self._load()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"embedded store {self.directory}: {exc}") from exc
+        return self._tables
+
+    # -- entities -------------------------------------------------------------------------
     def entity(self, kind: str, entity_id: str) -> EntityState | None:
+        """A copy of the current state of one entity; None if unknown or expired."""
         with self._mutex:
-            cached = self._entities.get((kind, entity_id))
-            if cached is not None and _expired(cached, self.clock - self.config.entity_ttl):
-                return None
-            if cached is None:
-                row = self._db.execute("SELECT last_ts FROM entities WHERE kind=? AND id=?",
-                                       (kind, entity_id)).fetchone()
-                if row is None or row[0] < self.clock - self.config.entity_ttl:
-                    return None
-            state = self._entity(kind, entity_id)
-            self._dirty.discard((kind, entity_id))
-            return state
+            return self._ready().get(kind, entity_id)
 
-    # -- snapshots ------------------------------------------------------
+    def ids(self, kind: str) -> list[str]:
+        """The ids of the live entities of a kind."""
+        with self._mutex:
+            tables = self._ready()
+            k = KINDS.index(kind)
+            return [tables.ids[k][s] for s in tables.live_slots(k).tolist()]
+
+    # -- snapshots ------------------------------------------------------------------------
     def snapshot(self, transaction_id: str) -> Snapshot | None:
         with self._mutex:
             snap = self._pending.get(transaction_id)
             if snap is None:
-                self.round_trips += 1
-                row = self._db.execute("SELECT body FROM snapshots WHERE transaction_id=?",
-                                       (transaction_id,)).fetchone()
-                if row is None:
-                    return None
-                snap = Snapshot.from_bytes(row[0])
-            if snap.event_ts < self.clock - self.config.label_horizon:
+                return self._stored(transaction_id, self._ready().clock)
+            if snap.event_ts < self._ready().clock - self.config.label_horizon:
                 return None
             return snap
 
-    def _preload(self, kind: str, ids: set[str]) -> None:
-        """Load the entities of a batch that are not cached: one query per 500."""
-        missing = [i for i in ids if (kind, i) not in self._entities]
-        horizon = self.clock - self.config.entity_ttl
-        for i in range(0, len(missing), 500):
-            chunk = missing[i:i + 500]
-            self.round_trips += 1
-            marks = ",".join("?" * len(chunk))
-            for eid, last_ts, raw in self._db.execute(
-                    f"SELECT id, last_ts, state FROM entities WHERE kind=? AND id IN ({marks})",
-                    [kind, *chunk]):
-                if last_ts >= horizon:
-                    self._entities[(kind, eid)] = state_from_json(kind, raw)
-            for eid in chunk:
-                self._entities.setdefault((kind, eid), STATE_TYPES[kind]())
+    def _stored(self, transaction_id: str, clock: float) -> Snapshot | None:
+        """The committed snapshot of a transaction, unless past the label horizon."""
+        self.round_trips += 1
+        row = self._db.execute("SELECT body FROM snapshots WHERE transaction_id=?",
+                               (transaction_id,)).fetchone()
+        if row is None:
+            return None
+        snap = snapshot_from_bytes(row[0])
+        return None if snap.event_ts < clock - self.config.label_horizon else snap
 
-    def _stored_ids(self, ids: list[str]) -> set[str]:
-        """Which of these transaction ids have a snapshot on disk: one query per 500."""
-        found: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            self.round_trips += 1
-            marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self._db.execute(
-                f"SELECT transaction_id FROM snapshots WHERE transaction_id IN ({marks})", chunk))
-        return found
-
-    # -- processing -----------------------------------------------------
+    # -- processing -----------------------------------------------------------------------
     def process_purchases(self, purchases) -> list[Snapshot]:
-        out = []
+        if not purchases:
+            return []
         with self._mutex:
-            stored = self._stored_ids([p.transaction_id for p in purchases])
-            self._preload("user", {p.user_id for p in purchases})
-            self._preload("card", {p.card_hash for p in purchases})
-            self._preload("seller", {p.seller_id for p in purchases})
-            for p in purchases:
-                known = (self._pending.get(p.transaction_id)
-                         or (self.snapshot(p.transaction_id) if p.transaction_id in stored
-                             else None))
-                if known is not None:
-                    out.append(_as_duplicate(known))
-                    continue
-                if p.event_ts > self.clock:
-                    self.clock = p.event_ts
-                snap = featurize_and_apply(p, self._entity("user", p.user_id),
-                                           self._entity("card", p.card_hash),
-                                           self._entity("seller", p.seller_id), self.config)
-                self._pending[p.transaction_id] = snap
-                out.append(snap)
+            tables = self._ready()
+            n = len(purchases)
+            txs = list(map(_tx, purchases))
+            ts_list = list(map(_ts, purchases))
+            prices = list(map(_price, purchases))
+            items = list(map(_items, purchases))
+            ts = np.array(ts_list, np.float64)
+            price = np.array(prices, np.float64)
+            n_items = np.array(items, np.int64)
+            if not (np.isfinite(ts).all() and (price > 0).all() and np.isfinite(price).all()
+                    and ((n_items >= 1) & (n_items <= MAX_ITEMS)).all()
+                    and set(map(type, items)) == {int}):
+                raise ValueError("a purchase out of range for the feature store")
+            maybe = self._seen.add(np.fromiter(map(hash, txs), np.int64, n), _hours(ts))
+            out: list[Snapshot | None] = [None] * n
+            copies: dict[int, int] = {}  # a repeat within the batch -> its first occurrence
+            if maybe.any():  # rare: a redelivery, a repeat or a hash collision
+                fresh, first = [], {}
+                clock = tables.clock  # as it moves with the purchases before each one
+                for i, tx in enumerate(txs):
+                    if tx in first:
+                        copies[i] = first[tx]
+                        continue
+                    if maybe[i]:
+                        known = self._pending.get(tx) or self._stored(tx, clock)
+                        if known is not None:
+                            out[i] = _as_duplicate(known)
+                            continue
+                    first[tx] = i
+                    fresh.append(i)
+                    clock = max(clock, ts_list[i])
+                take = np.array(fresh, np.int64)
+                ts, price, n_items = ts[take], price[take], n_items[take]
+                fresh_ps = [purchases[i] for i in fresh]
+                txs = [txs[i] for i in fresh]
+                ts_list = [ts_list[i] for i in fresh]
+                prices = [prices[i] for i in fresh]
+                items = [items[i] for i in fresh]
+            else:
+                fresh = range(n)
+                fresh_ps = purchases
+            users = list(map(_user, fresh_ps))
+            cards = list(map(_card, fresh_ps))
+            sellers = list(map(_seller, fresh_ps))
+            uregs = list(map(_ureg, fresh_ps))
+            sregs = list(map(_sreg, fresh_ps))
+            features = tables.apply_columns(
+                ts, price, n_items, np.array(uregs, np.float64), np.array(sregs, np.float64),
+                users, cards, sellers, featurize=True)
+            names = REFERENCE_ORDER
+            pending = self._pending
+            for i, tx, t, u, c, s, row in zip(fresh, txs, ts_list, users, cards, sellers,
+                                              features[:, REFERENCE_COLUMNS].tolist()):
+                pending[tx] = out[i] = Snapshot(tx, t, u, c, s, dict(zip(names, row)))
+            self._ops.extend(zip(ts_list, users, cards, sellers, prices, items, uregs, sregs))
+            for i, j in copies.items():
+                out[i] = _as_duplicate(out[j])
         return out
 
     def process_labels(self, labels: Sequence[Label]) -> list[LabelResult]:
         out = []
         with self._mutex:
+            tables = self._ready()
+            applied = []
             for label in labels:
                 snap = self.snapshot(label.transaction_id)
                 if snap is None:
@@ -198,85 +305,110 @@ class EmbeddedStore(FeatureStore):
                 elif snap.label is not None:
                     out.append(LabelResult(label, "duplicate", _as_duplicate(snap)))
                 else:
-                    apply_label(label, snap.event_ts, self._entity("user", snap.user_id),
-                                self._entity("card", snap.card_hash),
-                                self._entity("seller", snap.seller_id))
                     snap.label = label.is_fraud
                     self._pending[label.transaction_id] = snap
                     self._applied.append(label.transaction_id)
+                    applied.append((snap.event_ts, bool(label.is_fraud), snap.user_id,
+                                    snap.card_hash, snap.seller_id))
                     out.append(LabelResult(label, "applied", snap))
+            tables.apply_labels(applied)
+            self._ops.extend(applied)
         return out
 
+    # -- durability -----------------------------------------------------------------------
     def commit(self) -> None:
         with self._mutex:
-            if not self._dirty and not self._pending:
+            if not self._pending and not self._ops:
                 return
-            entity_rows = [(kind, eid, self._entities[(kind, eid)].last_ts,
-                            state_to_json(self._entities[(kind, eid)]))
-                           for kind, eid in self._dirty]
-            snapshot_rows = [(s.transaction_id, s.event_ts, s.to_bytes())
+            tables = self._ready()
+            snapshot_rows = [(s.transaction_id, s.event_ts, snapshot_to_bytes(s))
                              for s in self._pending.values()]
+            ops = orjson.dumps(self._ops)
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?)",
-                                     entity_rows)
                 self._db.executemany("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)",
                                      snapshot_rows)
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('clock', ?)", (self.clock,))
-                self._db.executemany("INSERT INTO applied_labels (transaction_id) VALUES (?)",
-                                     [(tx,) for tx in self._applied])
-                label_seq = self._db.execute("SELECT coalesce(max(seq), 0) FROM applied_labels"
-                                             ).fetchone()[0]
+                self._db.execute("INSERT INTO journal (ops) VALUES (?)", (ops,))
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('clock', ?)",
+                                 (tables.clock,))
+                label_seq = self.label_seq
+                if self._applied:
+                    self._db.executemany("INSERT INTO applied_labels (transaction_id) VALUES (?)",
+                                         [(tx,) for tx in self._applied])
+                    label_seq = self._db.execute(
+                        "SELECT coalesce(max(seq), 0) FROM applied_labels").fetchone()[0]
+                    self.round_trips += 2
+                self._journal_events += len(self._ops)
                 self._commits += 1
                 if self._commits % PURGE_EVERY == 0:
                     self._purge()
+                if self._journal_events >= max(CHECKPOINT_MIN_EVENTS, tables.entity_count()):
+                    self._checkpoint()
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 self._forget_uncommitted()
                 raise StoreUnavailable(f"embedded store {self.directory}: {exc}") from exc
-            self.round_trips += 3
-            self._dirty.clear()
+            self.round_trips += 4
             self._pending.clear()
+            self._ops.clear()
             self._applied.clear()
             self.label_seq = label_seq
-            if len(self._entities) > self._max_cached:
-                self._entities.clear()
+
+    def _checkpoint(self) -> None:
+        """Write every live entity and drop the journal it covers (inside a transaction)."""
+        tables = self._ready()
+        db = self._db
+        (last,) = db.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()
+        db.execute("DELETE FROM checkpoint")
+        for k, kind in enumerate(KINDS):
+            slots = tables.kept_slots(k)
+            for part, i in enumerate(range(0, len(slots), CHECKPOINT_PART)):
+                ids, *arrays = tables.export(k, slots[i:i + CHECKPOINT_PART])
+                db.execute("INSERT INTO checkpoint VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (kind, part, orjson.dumps(ids), *map(memoryview, arrays)))
+                del arrays
+                self.round_trips += 1
+        db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                       [("layout", LAYOUT), ("checkpoint", last),
+                        ("checkpoint_clock", tables.clock)])
+        db.execute("DELETE FROM journal WHERE seq <= ?", (last,))
+        db.execute("DROP TABLE IF EXISTS entities")
+        self.round_trips += 4
+        self._journal_events = 0
 
     def applied_since(self, seq: int) -> list[Snapshot]:
         """Snapshots of the labels applied after sequence number ``seq``, in order."""
         with self._mutex:
-            return [Snapshot.from_bytes(body) for body, in self._db.execute(
+            return [snapshot_from_bytes(body) for body, in self._db.execute(
                 "SELECT s.body FROM applied_labels a JOIN snapshots s USING (transaction_id) "
                 "WHERE a.seq > ? ORDER BY a.seq", (seq,))]
 
     def _forget_uncommitted(self) -> None:
-        """Back to the last committed state: the failed batch is applied afresh when retried."""
-        self._entities.clear()
-        self._dirty.clear()
+        """Back to the last committed state: the failed batch is applied afresh when retried.
+
+        Memory is rebuilt from disk (checkpoint and journal) when next needed.
+        """
+        self._tables = None
         self._pending.clear()
+        self._ops.clear()
         self._applied.clear()
-        try:
-            row = self._db.execute("SELECT value FROM meta WHERE key='clock'").fetchone()
-            self.clock = float(row[0]) if row else float("-inf")
-        except sqlite3.Error:
-            pass
 
     def _purge(self) -> None:
         """Forget idle entities and snapshots past the label horizon."""
-        self._db.execute("DELETE FROM entities WHERE last_ts < ?",
-                         (self.clock - self.config.entity_ttl,))
+        tables = self._ready()
         self._db.execute("DELETE FROM snapshots WHERE event_ts < ?",
-                         (self.clock - self.config.label_horizon,))
+                         (tables.clock - self.config.label_horizon,))
         # A restarted learner catches up from the labels after its model version, which
         # is published every few seconds: a million labels back is far more than enough.
         self._db.execute("DELETE FROM applied_labels WHERE seq < ?",
                          (self.label_seq - APPLIED_LABELS_KEPT,))
-        expired = [k for k, s in self._entities.items()
-                   if s.last_ts < self.clock - self.config.entity_ttl and k not in self._dirty]
-        for key in expired:
-            del self._entities[key]
+        self.round_trips += 2
+        tables.forget_idle()
+        if tables.clock > -math.inf:
+            self._seen.keep_from(int((tables.clock - self.config.label_horizon) // 3600.0))
 
     def purge(self) -> None:
         """Run the expiry sweep now (it also runs every few commits)."""
@@ -286,13 +418,25 @@ class EmbeddedStore(FeatureStore):
             self._purge()
             self._db.execute("COMMIT")
 
-    def count(self, kind: str) -> int:
-        """How many live entities of a kind the store holds on disk."""
+    def checkpoint(self) -> None:
+        """Commit, then write a checkpoint now (it is also written every so often)."""
         with self._mutex:
             self.commit()
-            return self._db.execute(
-                "SELECT count(*) FROM entities WHERE kind=? AND last_ts >= ?",
-                (kind, self.clock - self.config.entity_ttl)).fetchone()[0]
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._checkpoint()
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise StoreUnavailable(f"embedded store {self.directory}: {exc}") from exc
+
+    def count(self, kind: str) -> int:
+        """How many live entities of a kind the store holds."""
+        with self._mutex:
+            self.commit()
+            return self._ready().count(kind)
 
     def close(self) -> None:
         with self._mutex:
@@ -300,6 +444,10 @@ class EmbeddedStore(FeatureStore):
                 return
             try:
                 self.commit()
+                if self._journal_events:
+                    # The journal alone is durable; a checkpoint shortens the next start.
+                    with contextlib.suppress(StoreUnavailable):
+                        self.checkpoint()
             finally:
                 self._db.close()
                 self._db = None
@@ -307,12 +455,122 @@ class EmbeddedStore(FeatureStore):
                 self._lock_file.close()
 
 
-def _expired(state: EntityState, horizon: float) -> bool:
-    """Idle since before the horizon (a state never updated has nothing to expire)."""
-    return -math.inf < state.last_ts < horizon
+def replay(tables: StateTables, ops: list) -> None:
+    """Re-apply journal records in order: purchases ``[ts, user, card, seller, price,
+    n_items, user_registered_ts, seller_registered_ts]`` and labels ``[ts, is_fraud, user,
+    card, seller]``."""
+    i = 0
+    while i < len(ops):
+        j = i
+        if len(ops[i]) == 8:
+            while j < len(ops) and len(ops[j]) == 8:
+                j += 1
+            run = ops[i:j]
+            ts, users, cards, sellers, prices, items, uregs, sregs = zip(*run)
+            tables.apply_columns(np.array(ts, np.float64), np.array(prices, np.float64),
+                                 np.array(items, np.int64), np.array(uregs, np.float64),
+                                 np.array(sregs, np.float64), users, cards, sellers,
+                                 featurize=False)
+        else:
+            while j < len(ops) and len(ops[j]) == 5:
+                j += 1
+            tables.apply_labels(ops[i:j])
+        i = j
+
+
+def _hours(times) -> np.ndarray:
+    return (np.asarray(times, np.float64) // 3600.0).astype(np.int64)
+
+
+def snapshot_to_bytes(snap: Snapshot) -> bytes:
+    """A snapshot as stored: :meth:`Snapshot.to_bytes`, with the features as a list of values
+    when their names are the usual ones in the usual order.
+
+    >>> snap = Snapshot("t1", 0.0, "u", "c", "s", dict.fromkeys(REFERENCE_ORDER, 0.5))
+    >>> snapshot_from_bytes(snapshot_to_bytes(snap)) == snap
+    True
+    """
+    features = snap.features
+    if tuple(features) == REFERENCE_ORDER:
+        features = list(features.values())
+    return orjson.dumps([snap.transaction_id, snap.event_ts, snap.user_id, snap.card_hash,
+                         snap.seller_id, features, snap.scores, snap.label])
+
+
+def snapshot_from_bytes(raw: bytes) -> Snapshot:
+    data = orjson.loads(raw)
+    if isinstance(data[5], list):
+        data[5] = dict(zip(REFERENCE_ORDER, data[5]))
+    return Snapshot(*data)
 
 
 def _as_duplicate(snap: Snapshot) -> Snapshot:
     return Snapshot(snap.transaction_id, snap.event_ts, snap.user_id, snap.card_hash,
                     snap.seller_id, dict(snap.features), dict(snap.scores), snap.label,
                     duplicate=True)
+
+
+# -- the set of known transactions ---------------------------------------------------------
+
+class TransactionSet:
+    """Hashes of transaction ids with the hour of their event, in an open-addressing table.
+
+    ``add`` says for each id whether it may have been seen (its hash is there:
+    confirm) or certainly not (then it is added). Entries older than the label
+    horizon are dropped by ``keep_from``.
+
+    >>> s = TransactionSet()
+    >>> s.add(np.array([hash("a"), hash("b"), hash("a")]), np.array([5, 5, 6])).tolist()
+    [False, False, True]
+    >>> s.keep_from(6); s.add(np.array([hash("b")]), np.array([7])).tolist()
+    [False]
+    """
+
+    def __init__(self):
+        self.keys = np.zeros(1 << 12, np.int64)
+        self.hours = np.zeros(1 << 12, np.int32)
+        self.used = 0
+
+    def add(self, keys: np.ndarray, hours: np.ndarray) -> np.ndarray:
+        if (self.used + len(keys)) * 10 > len(self.keys) * 7:
+            self._rebuild(np.iinfo(np.int32).min, len(keys))
+        found = np.empty(len(keys), np.bool_)
+        self.used += _set_add(self.keys, self.hours, keys, hours.astype(np.int32), found)
+        return found
+
+    def keep_from(self, hour: int) -> None:
+        """Forget the entries of events before ``hour``."""
+        self._rebuild(hour, 0)
+
+    def _rebuild(self, min_hour: int, room: int) -> None:
+        live = (self.keys != 0) & (self.hours >= min_hour)
+        keys, hours = self.keys[live], self.hours[live]
+        size = 1 << 12
+        while size * 2 < (len(keys) + room) * 3:  # at most two thirds full
+            size *= 2
+        self.keys = zeros(size, np.int64)
+        self.hours = zeros(size, np.int32)
+        self.used = _set_add(self.keys, self.hours, keys, hours, np.empty(len(keys), np.bool_))
+
+
+@njit(cache=True)
+def _set_add(table, table_hours, keys, hours, found):
+    mask = table.shape[0] - 1
+    added = 0
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        if k == 0:
+            k = 1
+        j = k & mask
+        while table[j] != 0 and table[j] != k:
+            j = (j + 1) & mask
+        if table[j] == k:
+            found[i] = True
+            if hours[i] > table_hours[j]:
+                table_hours[j] = hours[i]
+        else:
+            found[i] = False
+            table[j] = k
+            table_hours[j] = hours[i]
+            added += 1
+    return added

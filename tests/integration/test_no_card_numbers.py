@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from features.store.embedded import EmbeddedStore
 from stream import simulator
 from stream.producer import produce_events
 from worker_harness import Worker, group_lag, read_topic
@@ -152,9 +153,8 @@ def test_no_card_number_is_kept_sent_or_logged(worker, tmp_path):
     alerted = {orjson.loads(m.value())["transaction_id"] for m in alerts}
     assert {p["transaction_id"] for p in smugglers} <= alerted
     assert all(HASH.fullmatch(orjson.loads(m.value())["card_hash"]) for m in alerts)
-    db = sqlite3.connect(f"file:{tmp_path / 'store' / 'state.db'}?mode=ro", uri=True)
-    cards = [r[0] for r in db.execute("SELECT id FROM entities WHERE kind='card'")]
-    db.close()
+    with EmbeddedStore(tmp_path / "store", s.store_config()) as store:
+        cards = store.ids("card")
     assert cards and all(HASH.fullmatch(c) for c in cards), "card entities are keyed by hash"
 
 
