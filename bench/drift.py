@@ -17,9 +17,10 @@ pipeline with monitoring on, and prints:
   and how many days after the ring started it was back to the level of the
   week before.
 
-It writes the replay report and ``errors.npy`` (one row per label: label
-time, dynamic score, is_fraud, scenario) for ``bench/drift_offline.py``,
-which replays that error stream through the detector in seconds.
+It writes the replay report and ``errors.npz`` (per label: label time,
+dynamic score, is_fraud, scenario) for ``bench/drift_offline.py``, which
+feeds that error stream to the detector in seconds, to tune it. (After the
+first detection the recorded scores are those of the adapted model.)
 """
 
 from __future__ import annotations
@@ -91,11 +92,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     errors = np.array(rows, dtype=float).reshape(-1, 4)
-    np.save(out / "errors.npy", errors)
     label_t, is_fraud, scen = errors[:, 0], errors[:, 2] > 0, errors[:, 3]
-    events_before = sum(1 for p in sim.purchases
-                        if parse_time(p["event_time"], "e") < drift_at) + \
-        int((label_t < drift_at).sum())
+    purchases_before = sum(1 for p in sim.purchases if parse_time(p["event_time"], "e") < drift_at)
+    events_before = purchases_before + int((label_t < drift_at).sum())
+    np.savez(out / "errors.npz", label_time=label_t, score=errors[:, 1], is_fraud=is_fraud,
+             scenario=scen, drift_at=drift_at, purchases_before=purchases_before)
     detections = [d for d in pipeline.drift_log if d["detector"] == "error"
                   and d["signal"] == "dynamic"]
     before = [d for d in detections if d["time"] < drift_at]
@@ -144,7 +145,7 @@ def main() -> None:
     else:
         print(f"daily AP back at its level before the drift on day {back} after the drift "
               f"started (day 0: the day the ring started)")
-    print(f"report: {out}/report.html; error stream: {out}/errors.npy")
+    print(f"report: {out}/report.html; error stream: {out}/errors.npz")
 
 
 if __name__ == "__main__":
