@@ -18,7 +18,7 @@ pipeline with monitoring on, and prints:
   week before.
 
 It writes the replay report and ``errors.npz`` (per label: label time,
-dynamic score, is_fraud, scenario) for ``bench/drift_offline.py``, which
+dynamic score, is_fraud, scenario, purchase time) for ``bench/drift_offline.py``, which
 feeds that error stream to the detector in seconds, to tune it. (After the
 first detection the recorded scores are those of the adapted model.)
 """
@@ -48,17 +48,18 @@ RING = 9  # the drift scenario's id
 
 
 def record_errors(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict]) -> list:
-    """Record every label the monitor sees: (label time, dynamic score, is_fraud, scenario)."""
+    """Record every label the monitor sees: (label time, dynamic score, is_fraud, scenario,
+    event time)."""
     scenario = {lb["transaction_id"]: int(lb.get("scenario", 0)) for lb in labels}
     by_key = {(p["card_hash"], parse_time(p["event_time"], "event_time")):
               scenario.get(p["transaction_id"], 0) for p in purchases}
     rows: list = []
     observe = pipeline.monitor.observe_label
 
-    def recorded(scores, is_fraud, card, event_ts):
+    def recorded(scores, is_fraud, card, event_ts, label_ts=None):
         rows.append((pipeline.clock(), scores.get("dynamic", np.nan), bool(is_fraud),
-                     by_key.get((card, event_ts), -1)))
-        return observe(scores, is_fraud, card, event_ts)
+                     by_key.get((card, event_ts), -1), event_ts))
+        return observe(scores, is_fraud, card, event_ts, label_ts)
 
     pipeline.monitor.observe_label = recorded
     return rows
@@ -91,12 +92,13 @@ def main() -> None:
         pipeline.close()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    errors = np.array(rows, dtype=float).reshape(-1, 4)
+    errors = np.array(rows, dtype=float).reshape(-1, 5)
     label_t, is_fraud, scen = errors[:, 0], errors[:, 2] > 0, errors[:, 3]
     purchases_before = sum(1 for p in sim.purchases if parse_time(p["event_time"], "e") < drift_at)
     events_before = purchases_before + int((label_t < drift_at).sum())
     np.savez(out / "errors.npz", label_time=label_t, score=errors[:, 1], is_fraud=is_fraud,
-             scenario=scen, drift_at=drift_at, purchases_before=purchases_before)
+             scenario=scen, event_time=errors[:, 4], drift_at=drift_at,
+             purchases_before=purchases_before)
     detections = [d for d in pipeline.drift_log if d["detector"] == "error"
                   and d["signal"] == "dynamic"]
     before = [d for d in detections if d["time"] < drift_at]

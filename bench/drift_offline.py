@@ -4,8 +4,8 @@
         [--warning-threshold 6] [--odds-ratio 3] [--reference 20000] [--lag 5000]
 
 ``bench/drift.py`` records, for every label the monitor saw, its label time,
-the dynamic model's score at scoring time, the class and the simulator's
-scenario. This script runs :class:`models.drift.MissedFraudDrift` with the
+the dynamic model's score at scoring time, the class, the simulator's
+scenario and the purchase time. This script runs :class:`models.drift.MissedFraudDrift` with the
 given parameters over that stream and prints the same detection figures as
 the replay: false detections before the fraud ring's first purchase (per
 million events), the labels until the first detection after it, and the
@@ -39,20 +39,24 @@ def main() -> None:
     ap.add_argument("--reference", type=int, default=20_000)
     ap.add_argument("--lag", type=int, default=5_000)
     ap.add_argument("--min-labels", type=int, default=30_000)
+    ap.add_argument("--quick-hours", type=float, default=6.0,
+                    help="the second CUSUM counts frauds labelled within this (0: none)")
     args = ap.parse_args()
     data = np.load(args.errors)
-    label_t, score, is_fraud, scen = (data[k] for k in ("label_time", "score", "is_fraud",
-                                                        "scenario"))
+    label_t, score, is_fraud, scen, event_t = (
+        data[k] for k in ("label_time", "score", "is_fraud", "scenario", "event_time"))
     drift_at = float(data["drift_at"])
     events_before = int(data["purchases_before"]) + int((label_t < drift_at).sum())
     detector = MissedFraudDrift("dynamic", threshold=args.threshold,
                                 warning_threshold=args.warning_threshold,
                                 odds_ratio=args.odds_ratio, reference=args.reference,
-                                lag=args.lag, min_labels=args.min_labels)
+                                lag=args.lag, min_labels=args.min_labels,
+                                quick_delay=args.quick_hours * 3600 or None)
     started = time.perf_counter()
     signals, highest = [], 0.0
-    for t, s, y in zip(label_t.tolist(), score.tolist(), is_fraud.tolist()):
-        signal = detector.update(s, y)
+    delays = (label_t - event_t).tolist()
+    for t, s, y, delay in zip(label_t.tolist(), score.tolist(), is_fraud.tolist(), delays):
+        signal = detector.update(s, y, delay)
         if t < drift_at:
             highest = max(highest, detector.statistic)
         if signal is not None:

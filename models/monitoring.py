@@ -73,8 +73,13 @@ class ModelMonitor:
         return signals
 
     def observe_label(self, scores: Mapping[str, float], is_fraud: bool, card: str,
-                      event_ts: float) -> list[DriftSignal]:
-        """A label joined with the scores its transaction got: quality and error drift."""
+                      event_ts: float, label_ts: float | None = None) -> list[DriftSignal]:
+        """A label joined with the scores its transaction got: quality and error drift.
+
+        ``label_ts``: when the label arrived (its delay tells quickly reported
+        frauds from late chargebacks).
+        """
+        delay = None if label_ts is None else label_ts - event_ts
         signals = []
         for model, score in scores.items():
             self.quality.update(model, score, is_fraud, card, event_ts)
@@ -82,7 +87,7 @@ class ModelMonitor:
             if detector is None:
                 detector = self.errors[model] = MissedFraudDrift(
                     model, min_labels=self.error_min_labels)
-            signal = detector.update(score, is_fraud)
+            signal = detector.update(score, is_fraud, delay)
             if signal is not None:
                 signals.append(signal)
         return signals

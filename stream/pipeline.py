@@ -206,7 +206,7 @@ class FraudPipeline:
                 if outcome.status == "applied":
                     snap, is_fraud = outcome.snapshot, outcome.label.is_fraud
                     self._on_signals(self.monitor.observe_label(
-                        snap.scores, is_fraud, snap.card_hash, snap.event_ts))
+                        snap.scores, is_fraud, snap.card_hash, snap.event_ts, self.clock()))
                     self.models.learn(snap.features, is_fraud)
                     m.labels_learned.labels(is_fraud=str(is_fraud).lower()).inc()
             self.models.label_seq = getattr(self.store, "label_seq", 0)

@@ -24,8 +24,15 @@ def labelled(rng, n, fraud_rate=0.01, missed_rate=0.0):
 
 
 def run(detector, stream):
-    return [(i, sig) for i, (s, y) in enumerate(stream)
-            if (sig := detector.update(s, y)) is not None]
+    return [(i, sig) for i, (s, y, *delay) in enumerate(stream)
+            if (sig := detector.update(s, y, *delay)) is not None]
+
+
+def with_delays(rng, stream, quick_share=0.05):
+    """Label delays: legitimate outcomes after days, frauds mostly after days, a
+    ``quick_share`` of them within the hour."""
+    return [(s, y, 3600.0 if y and rng.random() < quick_share else 10 * 86400.0)
+            for s, y in stream]
 
 
 def test_log_loss_is_clipped():
@@ -152,8 +159,26 @@ def test_missed_frauds_at_most_one_false_alarm_in_a_million_stationary_labels():
     d = MissedFraudDrift("dynamic")
     rng = np.random.default_rng(11)
     for _ in range(5):
-        run(d, missed_stream(rng, 200_000))
+        run(d, with_delays(rng, missed_stream(rng, 200_000)))
     assert d.n_seen == 1_000_000 and d.n_drifts <= 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_missed_frauds_a_pattern_reported_quickly_is_confirmed_by_the_quick_cusum(seed):
+    """0.4% more frauds scored as legitimate, 70% of them reported within the hour;
+    of the usual frauds 5% are."""
+    rng = np.random.default_rng(40 + seed)
+    d = MissedFraudDrift("dynamic")
+    assert [s for _, s in run(d, with_delays(rng, missed_stream(rng, 60_000)))
+            if s.kind == "drift"] == []
+    usual = with_delays(rng, missed_stream(rng, 5_000))
+    new = [(s, True, 3600.0 if rng.random() < 0.7 else 10 * 86400.0)
+           for s in rng.beta(1, 30, 20).tolist()]  # 0.4% of 5,000 labels
+    stream = usual + new
+    order = rng.permutation(len(stream))
+    signals = run(d, [stream[i] for i in order])
+    drifts = [(i, s) for i, s in signals if s.kind == "drift"]
+    assert drifts and drifts[0][0] < 4_000 and drifts[0][1].stratum == "fraud, quick"
     assert d.n_warnings <= 10  # warnings only fork a background model, dropped if never needed
 
 
