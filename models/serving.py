@@ -210,16 +210,11 @@ class ModelRuntime:
         of both classes since the warning and its log-loss on those labels
         (each scored before it learned from it) is lower than the current
         model's on the same labels by ``SWAP_MARGIN``, so a false alarm
-        keeps the current model. Whichever model scores, it learns with the
-        boost for the next ``ADAPT_LABELS`` labels (about a day), then at its
-        usual pace: a fork started long before the pattern may never win,
-        and the pattern must be learned all the same.
+        keeps the current model. The new model keeps learning with the boost for
+        ``ADAPT_LABELS`` labels more, then at its usual pace.
         """
         self.on_drift_warning()
         self.swap_pending = True
-        self.boost_labels = ADAPT_LABELS
-        log.warning("drift: the dynamic model learns %d steps per label for the next %d "
-                    "labels", ADAPT_BOOST, ADAPT_LABELS)
         self._swap_if_better()
 
     def _swap_if_better(self) -> None:
