@@ -1,7 +1,7 @@
 """Feed a recorded error stream to the error-drift detector, in seconds instead of a replay.
 
     .venv/bin/python bench/drift_offline.py report-drift/errors.npz [--threshold 10]
-        [--warning-threshold 6] [--odds-ratio 3] [--reference 20000] [--lag 5000]
+        [--warning-threshold 6] [--odds-ratio 3] [--reference 50000] [--lag 5000]
 
 ``bench/drift.py`` records, for every label the monitor saw, its label time,
 the dynamic model's score at scoring time, the class, the simulator's
@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=10.0)
     ap.add_argument("--warning-threshold", type=float, default=6.0)
     ap.add_argument("--odds-ratio", type=float, default=3.0)
-    ap.add_argument("--reference", type=int, default=20_000)
+    ap.add_argument("--reference", type=int, default=50_000)
     ap.add_argument("--lag", type=int, default=5_000)
     ap.add_argument("--min-labels", type=int, default=30_000)
     ap.add_argument("--quick-hours", type=float, default=6.0,
