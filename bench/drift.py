@@ -3,12 +3,24 @@
     .venv/bin/python bench/drift.py [--days 70] [--drift-day 45] [--seed 0] [--out report-drift]
 
 Simulates the ``drift`` preset (the handbook population, realistic label
-delays, a new fraud pattern from ``--drift-day``), replays it through the
-pipeline with monitoring on, and prints: error-stream drift detections of the
-dynamic model before the drift (false, per million events) and after it (how
-many labels arrived between the start of the new pattern and the first
-detection), and the daily average precision around the drift (does it return
-to its level of the week before within a day). Writes the replay report.
+delays, a fraud ring from ``--drift-day``: scenario 9, see
+:func:`stream.simulator_scenarios.drift_day`), replays it through the
+pipeline with monitoring on, and prints:
+
+* false detections: drifts signalled on the dynamic model's error stream
+  before the ring's first purchase, per million events (purchases and
+  labels) before it;
+* the detection delay: labels (all, frauds, the ring's) that arrived
+  between the ring's first purchase and the first confirmed drift;
+* recovery: average precision of the dynamic model per day (scores given
+  at scoring time) for the week before the ring and the days after it,
+  and how many days after the ring started it was back to the level of the
+  week before.
+
+It writes the replay report and ``errors.npz`` (per label: label time,
+dynamic score, is_fraud, scenario, purchase time) for ``bench/drift_offline.py``, which
+feeds that error stream to the detector in seconds, to tune it. (After the
+first detection the recorded scores are those of the adapted model.)
 """
 
 from __future__ import annotations
@@ -18,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -30,6 +44,26 @@ from stream.pipeline import FraudPipeline  # noqa: E402
 from stream.replay import replay  # noqa: E402
 from stream.report import write_report  # noqa: E402
 
+RING = 9  # the drift scenario's id
+
+
+def record_errors(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict]) -> list:
+    """Record every label the monitor sees: (label time, dynamic score, is_fraud, scenario,
+    event time)."""
+    scenario = {lb["transaction_id"]: int(lb.get("scenario", 0)) for lb in labels}
+    by_key = {(p["card_hash"], parse_time(p["event_time"], "event_time")):
+              scenario.get(p["transaction_id"], 0) for p in purchases}
+    rows: list = []
+    observe = pipeline.monitor.observe_label
+
+    def recorded(scores, is_fraud, card, event_ts, label_ts=None):
+        rows.append((pipeline.clock(), scores.get("dynamic", np.nan), bool(is_fraud),
+                     by_key.get((card, event_ts), -1), event_ts))
+        return observe(scores, is_fraud, card, event_ts, label_ts)
+
+    pipeline.monitor.observe_label = recorded
+    return rows
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -40,10 +74,12 @@ def main() -> None:
     args = ap.parse_args()
     config = simulator.preset("drift", n_days=args.days, drift_day=args.drift_day)
     sim = simulator.simulate(config, seed=args.seed)
-    start = parse_time(config.start_date + "T00:00:00Z", "start")
-    drift_at = start + args.drift_day * DAY
+    ring_ids = {lb["transaction_id"] for lb in sim.labels if lb.get("scenario") == RING}
+    drift_at = min(parse_time(p["event_time"], "e") for p in sim.purchases
+                   if p["transaction_id"] in ring_ids)
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = FraudPipeline(EmbeddedStore(tmp), ModelRuntime())
+        rows = record_errors(pipeline, sim.purchases, sim.labels)
         t = time.perf_counter()
         shown = [0]
 
@@ -54,23 +90,35 @@ def main() -> None:
 
         result = replay(pipeline, sim.purchases, sim.labels, progress=progress)
         pipeline.close()
-    label_times = sorted(parse_time(lb["label_time"], "label_time") for lb in sim.labels)
-    events_before = sum(1 for p in sim.purchases
-                        if parse_time(p["event_time"], "e") < drift_at) + \
-        sum(1 for ts in label_times if ts < drift_at)
-    errors = [d for d in pipeline.drift_log if d["detector"] == "error"
-              and d["signal"] == "dynamic"]
-    before = [d for d in errors if d["time"] < drift_at]
-    after = [d for d in errors if d["time"] >= drift_at]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    errors = np.array(rows, dtype=float).reshape(-1, 5)
+    label_t, is_fraud, scen = errors[:, 0], errors[:, 2] > 0, errors[:, 3]
+    purchases_before = sum(1 for p in sim.purchases if parse_time(p["event_time"], "e") < drift_at)
+    events_before = purchases_before + int((label_t < drift_at).sum())
+    np.savez(out / "errors.npz", label_time=label_t, score=errors[:, 1], is_fraud=is_fraud,
+             scenario=scen, event_time=errors[:, 4], drift_at=drift_at,
+             purchases_before=purchases_before)
+    detections = [d for d in pipeline.drift_log if d["detector"] == "error"
+                  and d["signal"] == "dynamic"]
+    before = [d for d in detections if d["time"] < drift_at]
+    after = [d for d in detections if d["time"] >= drift_at]
     print(f"\n{result.n_purchases:,} purchases, {result.n_labels:,} labels in "
           f"{result.seconds:.0f}s ({result.events_per_second:,.0f} events/s)")
+    print(f"the fraud ring's first purchase: "
+          f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(drift_at))} UTC; "
+          f"{len(ring_ids):,} ring frauds in all")
     print(f"false detections before the drift: {len(before)} in {events_before:,} events "
           f"({len(before) / events_before * 1e6:.2f} per million)")
+    for d in before:
+        print(f"  {time.strftime('%Y-%m-%d %H:%M', time.gmtime(d['time']))}: {d}")
     if after:
         first = after[0]["time"]
-        n_labels = sum(1 for ts in label_times if drift_at <= ts <= first)
-        print(f"drift detected {(first - drift_at) / DAY:.2f} days and {n_labels:,} labels "
-              "after the new pattern started")
+        window = (label_t >= drift_at) & (label_t <= first)
+        print(f"drift detected {(first - drift_at) / 3600:.1f} hours and {int(window.sum()):,} "
+              f"labels after the ring's first purchase ({int((window & is_fraud).sum())} of them "
+              f"frauds, {int((window & (scen == RING)).sum())} of the ring); "
+              f"{len(after)} detection(s) after it")
     else:
         print("no detection after the drift started")
     psi = [d for d in pipeline.drift_log if d["detector"] == "psi"]
@@ -78,19 +126,28 @@ def main() -> None:
           f"({sum(d['time'] >= drift_at for d in psi)} after the drift started)")
     drift = [{**d, "date": time.strftime("%Y-%m-%d", time.gmtime(d["time"]))}
              for d in pipeline.drift_log if d["detector"] == "error"]
-    metrics = write_report(result, args.out, models=["dynamic"], drift=drift,
+    metrics = write_report(result, out, models=["dynamic"], drift=drift,
                            title="fraudstream: drift scenario")
     days = sorted(metrics["daily"])
     drift_date = time.strftime("%Y-%m-%d", time.gmtime(drift_at))
-    week = [metrics["daily"][d]["dynamic"]["average_precision"] for d in days
-            if d < drift_date][-7:]
-    level = sum(v for v in week if v is not None) / max(1, sum(v is not None for v in week))
-    print(f"daily AP, week before the drift: mean {level:.3f}")
-    for d in days:
-        if drift_date <= d and len([x for x in days if drift_date <= x <= d]) <= 6:
-            ap_ = metrics["daily"][d]["dynamic"]["average_precision"]
-            print(f"  {d}: AP {ap_ if ap_ is None else round(ap_, 3)}")
-    print(f"report: {args.out}/report.html")
+    daily_ap = {d: metrics["daily"][d]["dynamic"]["average_precision"] for d in days}
+    week = [daily_ap[d] for d in days if d < drift_date][-7:]
+    week = [v for v in week if v is not None]
+    level = sum(week) / max(1, len(week))
+    print(f"daily AP of the dynamic model, week before the drift: mean {level:.3f} "
+          f"(min {min(week, default=float('nan')):.3f}, max {max(week, default=float('nan')):.3f})")
+    after_days = [d for d in days if d >= drift_date]
+    for d in after_days[:7]:
+        ap_ = daily_ap[d]
+        print(f"  {d}: AP {'n/a' if ap_ is None else f'{ap_:.3f}'}")
+    back = next((i for i, d in enumerate(after_days)
+                 if daily_ap[d] is not None and daily_ap[d] >= level), None)
+    if back is None:
+        print("daily AP did not return to its level before the drift")
+    else:
+        print(f"daily AP back at its level before the drift on day {back} after the drift "
+              f"started (day 0: the day the ring started)")
+    print(f"report: {out}/report.html; error stream: {out}/errors.npz")
 
 
 if __name__ == "__main__":

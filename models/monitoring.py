@@ -2,7 +2,8 @@
 
 One :class:`ModelMonitor` per worker watches
 
-* every model's error stream as labels arrive (:class:`~models.drift.ErrorDrift`),
+* every model's error stream as labels arrive: the share of frauds it
+  scored like legitimate purchases (:class:`~models.drift.MissedFraudDrift`),
 * the score and feature distributions of scored purchases against a
   reference window, before any label exists (:class:`~models.drift.DistributionDrift`),
 * every model's rolling ROC AUC, average precision and card precision@k
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from models.drift import DistributionDrift, DriftSignal, ErrorDrift
+from models.drift import DistributionDrift, DriftSignal, MissedFraudDrift
 from models.quality import LiveQuality
 
 
@@ -28,6 +29,7 @@ class ModelMonitor:
     ``psi_warmup``: scored purchases before its reference starts, so that the
     reference is not the cold start, when every window is still filling.
     Calendar flags (night, weekend) are not watched: they swing by design.
+    ``error_min_labels``: labels before the error detector may signal.
 
     >>> mon = ModelMonitor(models=("dynamic",), psi_reference=100, psi_window=50,
     ...                    psi_check_every=50)
@@ -42,11 +44,12 @@ class ModelMonitor:
     def __init__(self, models: Iterable[str] = ("dynamic",), window: int = 50_000,
                  k: int = 100, psi_reference: int = 5000, psi_window: int = 2000,
                  psi_threshold: float = 0.2, psi_check_every: int = 500, sample_every: int = 4,
-                 psi_warmup: int = 0, error_min_labels: int = 1000,
+                 psi_warmup: int = 0, error_min_labels: int = 30_000,
                  psi_ignore: Iterable[str] = ("is_night", "is_weekend")):
         self.models = tuple(models)
         self.quality = LiveQuality(window=window, k=k, models=self.models)
-        self.errors = {m: ErrorDrift(m, min_labels=error_min_labels) for m in self.models}
+        self.error_min_labels = error_min_labels
+        self.errors = {m: MissedFraudDrift(m, min_labels=error_min_labels) for m in self.models}
         self.distribution = DistributionDrift(
             reference_size=psi_reference, window_size=psi_window, threshold=psi_threshold,
             check_every=psi_check_every)
@@ -70,15 +73,21 @@ class ModelMonitor:
         return signals
 
     def observe_label(self, scores: Mapping[str, float], is_fraud: bool, card: str,
-                      event_ts: float) -> list[DriftSignal]:
-        """A label joined with the scores its transaction got: quality and error drift."""
+                      event_ts: float, label_ts: float | None = None) -> list[DriftSignal]:
+        """A label joined with the scores its transaction got: quality and error drift.
+
+        ``label_ts``: when the label arrived (its delay tells quickly reported
+        frauds from late chargebacks).
+        """
+        delay = None if label_ts is None else label_ts - event_ts
         signals = []
         for model, score in scores.items():
             self.quality.update(model, score, is_fraud, card, event_ts)
             detector = self.errors.get(model)
             if detector is None:
-                detector = self.errors[model] = ErrorDrift(model)
-            signal = detector.update(score, is_fraud)
+                detector = self.errors[model] = MissedFraudDrift(
+                    model, min_labels=self.error_min_labels)
+            signal = detector.update(score, is_fraud, delay)
             if signal is not None:
                 signals.append(signal)
         return signals
@@ -92,8 +101,8 @@ class ModelMonitor:
         return self.quality.report()
 
     def statistics(self) -> dict[tuple[str, str], float]:
-        """Latest statistic per (detector, signal): mean log-loss and PSI."""
-        out = {("error", m): d.error for m, d in self.errors.items()}
+        """Latest statistic per (detector, signal): the error CUSUM and the PSI."""
+        out = {("error", m): d.statistic for m, d in self.errors.items()}
         for name in self.distribution.signals:
             out[("psi", name)] = self.distribution.psi(name)
         return out

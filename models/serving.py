@@ -16,6 +16,7 @@ reaches every worker (the learner included) the same way.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ from models.registry import ModelRegistry
 log = logging.getLogger(__name__)
 
 BACKGROUND_MAX_LABELS = 20_000  # a background model not better by then is dropped
+ADAPT_BOOST = 5  # an adapting model takes this many learning steps per label...
+ADAPT_LABELS = 10_000  # ...for this many labels after it replaced the old one (about a day)
+SWAP_MARGIN = 0.05  # it replaces the old one when its log-loss is lower by this share
 
 
 @dataclass(slots=True)
@@ -64,6 +68,8 @@ class ModelRuntime:
         self.warmup_legit = warmup_legit
         self.dynamic = DynamicModel(kind, fraud_weight)
         self.background: DynamicModel | None = None  # learning since a drift warning
+        self.boost_labels = 0  # labels the current model still learns with a boost
+        self._background_labels = self._background_frauds = 0  # since the warning
         self._contest = [0.0, 0.0]  # log-loss since the warning: background, current
         self.swap_pending = False
         self.version = 0
@@ -185,44 +191,59 @@ class ModelRuntime:
         return self.champion != "dynamic" or self._trained(self.dynamic)
 
     def learn(self, x: Mapping[str, float], is_fraud: bool) -> None:
-        self.dynamic.learn(x, is_fraud)
+        boosted = self.boost_labels > 0
+        self.boost_labels -= boosted
+        _learn(self.dynamic, x, is_fraud, ADAPT_BOOST if boosted else 1)
         self.unpublished += 1
         background = self.background
         if background is not None:
             # Both are judged on the same labels, each before learning from them.
             self._contest[0] += log_loss(background.score(x), is_fraud)
             self._contest[1] += log_loss(self.dynamic.score(x), is_fraud)
-            background.learn(x, is_fraud)
+            _learn(background, x, is_fraud, ADAPT_BOOST)
+            self._background_labels += 1
+            self._background_frauds += bool(is_fraud)
             if self.swap_pending:
                 self._swap_if_better()
-            if background.n_labels >= BACKGROUND_MAX_LABELS and self.background is background:
+            if (self._background_labels >= BACKGROUND_MAX_LABELS
+                    and self.background is background):
                 log.info("background dynamic model dropped: after %d labels it is not better "
-                         "than the current one", background.n_labels)
+                         "than the current one", self._background_labels)
                 self.background, self.swap_pending = None, False
 
     def on_drift_warning(self) -> None:
-        """The error rises: start a background model on the labels from now on."""
+        """The error rises: fork the current model into a background model that adapts faster.
+
+        The background model starts as a copy of the current one (it keeps
+        what still holds: the old patterns do not stop when a new one
+        starts) and takes ``ADAPT_BOOST`` learning steps per label, so a new
+        pattern moves its weights that much sooner.
+        """
         if self.background is None:
-            self.background = DynamicModel(self.kind, self.fraud_weight)
+            self.background = copy.deepcopy(self.dynamic)
             self._contest = [0.0, 0.0]
-            log.info("drift warning: background dynamic model started")
+            self._background_labels = self._background_frauds = 0
+            log.info("drift warning: background dynamic model forked from version %d",
+                     self.version)
 
     def on_drift(self) -> None:
         """A confirmed drift: the background model replaces the current one if it is better.
 
-        The background model has learned only since the warning, i.e. on the
-        new pattern. It replaces the current model once it has seen enough of
-        both classes and its log-loss on the labels since the warning is lower
-        than the current model's on the same labels, so a false alarm never
-        throws away a well-trained model.
+        It replaces the current model once it has learned from enough labels
+        of both classes since the warning and its log-loss on those labels
+        (each scored before it learned from it) is lower than the current
+        model's on the same labels by ``SWAP_MARGIN``, so a false alarm
+        keeps the current model. The new model keeps learning with the boost for
+        ``ADAPT_LABELS`` labels more, then at its usual pace.
         """
         self.on_drift_warning()
         self.swap_pending = True
         self._swap_if_better()
 
     def _swap_if_better(self) -> None:
-        background = self.background
-        if self._trained(background) and self._contest[0] < self._contest[1]:
+        frauds = self._background_frauds
+        if (frauds >= self.warmup_frauds and self._background_labels - frauds >= self.warmup_legit
+                and self._contest[0] < (1.0 - SWAP_MARGIN) * self._contest[1]):
             self._swap()
 
     def _trained(self, model: DynamicModel) -> bool:
@@ -230,13 +251,13 @@ class ModelRuntime:
             model.n_labels - model.n_frauds >= self.warmup_legit
 
     def _swap(self) -> None:
-        old = self.dynamic
         self.dynamic, self.background, self.swap_pending = self.background, None, False
-        n = self.dynamic.n_labels
-        log.warning("drift: dynamic model replaced by the background model trained on %d "
-                    "labels since the warning (mean log-loss %.4f against %.4f for the old "
-                    "one, which had %d labels)", n, self._contest[0] / n,
-                    self._contest[1] / n, old.n_labels)
+        self.boost_labels = ADAPT_LABELS
+        n = self._background_labels
+        log.warning("drift: dynamic model replaced by the background model adapted on the %d "
+                    "labels since the warning (mean log-loss %.4f against %.4f for the "
+                    "replaced one on the same labels)", n, self._contest[0] / n,
+                    self._contest[1] / n)
         self.unpublished += 1
         self.maybe_publish(force=True)
 
@@ -270,3 +291,11 @@ class ModelRuntime:
         over the same features are what an analyst can read.
         """
         return self.dynamic.reasons(x)
+
+
+def _learn(model: DynamicModel, x: Mapping[str, float], is_fraud: bool, steps: int) -> None:
+    """Learn one label in ``steps`` learning steps, counted as one label."""
+    for _ in range(steps):
+        model.learn(x, is_fraud)
+    model.n_labels -= steps - 1
+    model.n_frauds -= (steps - 1) * bool(is_fraud)

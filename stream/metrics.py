@@ -69,7 +69,7 @@ class Metrics:
             "signal (a model, a score or a feature)", ["detector", "signal"], registry=r)
         self.drift_statistic = Gauge(
             "fraudstream_drift_statistic", "Latest drift statistic per detector and signal "
-            "(PSI for distributions, mean log-loss for errors)", ["detector", "signal"],
+            "(PSI for distributions, CUSUM of missed frauds for errors)", ["detector", "signal"],
             registry=r)
         self.consumer_lag = Gauge(
             "fraudstream_consumer_lag_messages", "Messages on a partition not yet processed by "

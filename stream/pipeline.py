@@ -84,12 +84,9 @@ class FraudPipeline:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.max_event_bytes = max_event_bytes
-        # Warm-ups: at the start of a stream windows fill and, with late labels,
-        # frauds (reported fast) come before legitimate outcomes (confirmed late);
-        # neither is a drift.
+        # Warm-up: at the start of a stream the feature windows fill; that is no drift.
         self.monitor = monitor or ModelMonitor(models=models.models(), psi_reference=20_000,
-                                               psi_window=5_000, psi_warmup=50_000,
-                                               error_min_labels=50_000)
+                                               psi_window=5_000, psi_warmup=50_000)
         self.report_every_seconds = report_every_seconds
         self.on_labelled = on_labelled  # e.g. a feature log of what was learned
         self._last_report = 0.0
@@ -211,7 +208,7 @@ class FraudPipeline:
                 if outcome.status == "applied":
                     snap, is_fraud = outcome.snapshot, outcome.label.is_fraud
                     self._on_signals(self.monitor.observe_label(
-                        snap.scores, is_fraud, snap.card_hash, snap.event_ts))
+                        snap.scores, is_fraud, snap.card_hash, snap.event_ts, self.clock()))
                     self.models.learn(snap.features, is_fraud)
                     learned[is_fraud] += 1
             for status, n in statuses.items():
@@ -249,7 +246,8 @@ class FraudPipeline:
                 self.metrics.drift_detections.labels(detector=signal.detector,
                                                      signal=signal.signal).inc()
                 self.drift_log.append({"time": self.clock(), "detector": signal.detector,
-                                       "signal": signal.signal, "statistic": signal.statistic})
+                                       "signal": signal.signal, "statistic": signal.statistic,
+                                       "stratum": signal.stratum})
             if signal.detector == "error" and signal.signal == "dynamic":
                 if signal.kind == "drift":
                     self.models.on_drift()

@@ -74,6 +74,14 @@ class SimulationConfig:
         are given by the fields sharing the prefix.
     drift_day : int
         Day (0-based) on which the drift scenario starts.
+    drift_sellers, drift_tx_per_seller_per_day, drift_extra_items : int, float, tuple
+        Scenario 9, a fraud ring: colluding sellers, each charging stolen
+        cards about that many times a day (at any hour), each purchase with
+        the seller's typical item count plus U{extra_items} at an amount
+        usual for the card holder.
+    drift_report_share, drift_report_median_hours : float
+        Scenario 9: share of the ring's charges that card holders report
+        (lognormal delay with that median, sigma 0.7, 10 minutes to a day).
     """
 
     name: str = "custom"
@@ -137,8 +145,10 @@ class SimulationConfig:
     drift: bool = False
     drift_day: int = 122
     drift_sellers: int = 10
-    drift_tx_per_seller_per_day: float = 4.0
+    drift_tx_per_seller_per_day: float = 8.0
     drift_extra_items: tuple[int, int] = (4, 9)
+    drift_report_share: float = 0.7
+    drift_report_median_hours: float = 1.0
 
     def __post_init__(self) -> None:
         if self.n_customers < 1 or self.n_terminals < 1 or self.n_days < 1:
@@ -147,7 +157,7 @@ class SimulationConfig:
             raise ValueError(f"label_delay_mode must be 'fixed' or 'realistic', not {self.label_delay_mode!r}")
         for name in ("multi_card_share", "new_user_share", "new_seller_share", "legit_label_share",
                      "fraud_review_share", "card_report_share", "customer_fraud_share",
-                     "repeat_fraud_user_share", "repeat_fraud_tx_share"):
+                     "repeat_fraud_user_share", "repeat_fraud_tx_share", "drift_report_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1]")
         if self.label_delay_days <= 0 or self.label_horizon_days <= 0:

@@ -353,25 +353,35 @@ def new_user_day(cfg, world: World, rng, day: int) -> dict[str, np.ndarray]:
 
 
 def drift_sellers(cfg, world: World, rng) -> np.ndarray:
-    """The sellers that start the drift pattern on ``drift_day``."""
+    """The colluding sellers of the fraud ring that starts on ``drift_day``."""
     return rng.choice(world.n_terminals, min(cfg.drift_sellers, world.n_terminals), replace=False)
 
 
 def drift_day(cfg, world: World, rng, day: int, sellers: np.ndarray) -> dict[str, np.ndarray]:
-    """Scenario 9: from ``drift_day``, unusual n_items at moderate amounts."""
+    """Scenario 9, a fraud ring from ``drift_day`` on: a new pattern the model has never seen.
+
+    ``drift_sellers`` colluding sellers (established ones, chosen at random)
+    each charge about ``drift_tx_per_seller_per_day`` (Poisson) purchases a
+    day to card numbers stolen in a breach: the cards of random customers,
+    wherever they live. The charges are scripted, so they come at any hour
+    (uniform time of day, nights included); each buys goods in bulk for
+    resale, ``drift_extra_items`` more items than the seller usually sells,
+    for an amount the card holder might well spend (their mean amount times
+    U(0.8, 1.5), far below the 220 of scenario 1). Nothing in the history of
+    the model looks like it: no seller risk yet (those windows lag a week),
+    usual amounts, usual cards. A share ``drift_report_share`` of the card
+    holders notice the charge and report it within hours (see
+    :func:`label_columns`); the others are found by chargeback as any fraud.
+    """
     if day < cfg.drift_day:
         return empty_columns()
     counts = rng.poisson(cfg.drift_tx_per_seller_per_day, len(sellers))
     seller = np.repeat(sellers, counts)
-    lo, hi = world.term_ptr[seller], world.term_ptr[seller + 1]
-    u = rng.random(len(seller))
     users = rng.integers(0, world.n_customers, len(seller))
-    near = hi > lo
-    users[near] = world.term_cust[lo[near] + (u[near] * (hi - lo)[near]).astype(np.int64)]
     typical = np.asarray(world.seller_typical, np.int64)[seller]
     n_items = typical + rng.integers(cfg.drift_extra_items[0], cfg.drift_extra_items[1] + 1, len(seller))
     amount = np.maximum(np.round(world.mean_amount[users] * rng.uniform(0.8, 1.5, len(seller)), 2), 0.01)
-    ts = day * DAY_MS + time_of_day(rng, len(seller), cfg)
+    ts = day * DAY_MS + rng.integers(1, DAY_MS, len(seller))
     return make_columns(ts, users, seller, amount, n_items=n_items, scenario=9)
 
 
@@ -433,4 +443,11 @@ def label_columns(cfg: Any, tx: dict[str, np.ndarray], rng) -> tuple[np.ndarray,
         hit = in_burst & reported[np.maximum(burst, 0)]
         delay[hit] = (last + report_delay)[burst[hit]] - tx["ts"][hit]
         source[hit] = 2
+    if getattr(cfg, "drift", False):
+        # Scenario 9: card holders who notice a charge of the ring report it within hours.
+        ring = np.flatnonzero(tx["scenario"] == 9)
+        reported = ring[rng.random(len(ring)) < cfg.drift_report_share]
+        delay[reported] = np.clip(_lognormal_ms(rng, cfg.drift_report_median_hours * HOUR_MS, 0.7,
+                                                len(reported)), 10 * MINUTE_MS, DAY_MS)
+        source[reported] = 2
     return labelled, np.round(delay).astype(np.int64), source

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from models.drift import DistributionDrift, DriftSignal, ErrorDrift, log_loss
+from models.drift import DistributionDrift, DriftSignal, ErrorDrift, MissedFraudDrift, log_loss
 
 PRE = 20_000  # labels before the change
 
@@ -24,8 +24,15 @@ def labelled(rng, n, fraud_rate=0.01, missed_rate=0.0):
 
 
 def run(detector, stream):
-    return [(i, sig) for i, (s, y) in enumerate(stream)
-            if (sig := detector.update(s, y)) is not None]
+    return [(i, sig) for i, (s, y, *delay) in enumerate(stream)
+            if (sig := detector.update(s, y, *delay)) is not None]
+
+
+def with_delays(rng, stream, quick_share=0.05):
+    """Label delays: legitimate outcomes after days, frauds mostly after days, a
+    ``quick_share`` of them within the hour."""
+    return [(s, y, 3600.0 if y and rng.random() < quick_share else 10 * 86400.0)
+            for s, y in stream]
 
 
 def test_log_loss_is_clipped():
@@ -105,7 +112,110 @@ def test_drift_signal_reads_as_a_log_line():
     s = DriftSignal("error", "dynamic", "drift", 0.2, 0.05, 1000, 0.05, 0.2)
     assert str(s) == ("drift error/dynamic: statistic 0.2 vs threshold 0.05 after 1000 values "
                       "(mean 0.05 -> 0.2)")
+    s = DriftSignal("error", "dynamic", "drift", 12.5, 10, 1000, 0.003, 0.011, "fraud")
+    assert str(s).startswith("drift error/dynamic (fraud labels): statistic 12.5 vs threshold 10")
     assert "mean" not in str(DriftSignal("psi", "x", "warning", 0.1, 0.1, 5))
+
+
+def young_model_stream(rng, n, fraud_share_from=0.2, fraud_share_to=0.01, caught=0.65):
+    """Labels as they arrive at a young model with late labels: the share of frauds
+    among labels falls (frauds are reported first, legitimate outcomes weeks later)
+    and the calibration moves (every score falls as the model learns the prior);
+    the ranking, and so the share of frauds it misses, does not change."""
+    out = []
+    for i in range(n):
+        f = i / n
+        share = fraud_share_from + (fraud_share_to - fraud_share_from) * f
+        scale = 1.0 - 0.9 * f  # calibration: scores shrink tenfold over the stream
+        y = rng.random() < share
+        high = y and rng.random() < caught
+        s = (0.5 + 0.5 * rng.random()) if high else rng.beta(1, 30)
+        out.append((s * scale, y))
+    return out
+
+
+def missed_stream(rng, n, fraud_rate=0.01, caught=0.65, new_rate=0.0):
+    """Stationary labels: ``fraud_rate`` frauds of which a share ``caught`` is scored
+    high, plus ``new_rate`` frauds of a new pattern scored like legitimate labels."""
+    u = rng.random(n)
+    y = u < fraud_rate + new_rate
+    caught_ = (u < fraud_rate) & (rng.random(n) < caught)
+    s = rng.beta(1, 30, n)
+    s[caught_] = rng.uniform(0.5, 1.0, int(caught_.sum()))
+    return list(zip(s.tolist(), y.tolist()))
+
+
+def test_missed_frauds_ignore_a_class_mix_and_calibration_change():
+    """The first weeks of a stream with late labels are no drift."""
+    d = MissedFraudDrift("dynamic", min_labels=10_000)
+    rng = np.random.default_rng(10)
+    signals = run(d, young_model_stream(rng, 150_000)) + run(d, missed_stream(rng, 300_000))
+    assert [s.kind for _, s in signals if s.kind == "drift"] == [] and d.n_drifts == 0
+    assert 0.002 < d.error < 0.005  # a third of 1% of the labels are missed frauds
+
+
+def test_missed_frauds_at_most_one_false_alarm_in_a_million_stationary_labels():
+    """A million labels come with a million purchases: at most 0.5 per million events."""
+    d = MissedFraudDrift("dynamic")
+    rng = np.random.default_rng(11)
+    for _ in range(5):
+        run(d, with_delays(rng, missed_stream(rng, 200_000)))
+    assert d.n_seen == 1_000_000 and d.n_drifts <= 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_missed_frauds_a_pattern_reported_quickly_is_confirmed_by_the_quick_cusum(seed):
+    """0.4% more frauds scored as legitimate, 70% of them reported within the hour;
+    of the usual frauds 5% are."""
+    rng = np.random.default_rng(40 + seed)
+    d = MissedFraudDrift("dynamic")
+    assert [s for _, s in run(d, with_delays(rng, missed_stream(rng, 60_000)))
+            if s.kind == "drift"] == []
+    usual = with_delays(rng, missed_stream(rng, 5_000))
+    new = [(s, True, 3600.0 if rng.random() < 0.7 else 10 * 86400.0)
+           for s in rng.beta(1, 30, 20).tolist()]  # 0.4% of 5,000 labels
+    stream = usual + new
+    order = rng.permutation(len(stream))
+    signals = run(d, [stream[i] for i in order])
+    drifts = [(i, s) for i, s in signals if s.kind == "drift"]
+    assert drifts and drifts[0][0] < 4_000 and drifts[0][1].stratum == "fraud, quick"
+    assert d.n_warnings <= 10  # warnings only fork a background model, dropped if never needed
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_missed_frauds_a_new_pattern_is_confirmed_within_4000_labels(seed):
+    """0.8% more frauds, all scored like legitimate purchases (the reference: 0.35%)."""
+    rng = np.random.default_rng(20 + seed)
+    d = MissedFraudDrift("dynamic")
+    assert run(d, missed_stream(rng, 60_000)) == []
+    signals = run(d, missed_stream(rng, 10_000, new_rate=0.008))
+    kinds = [sig.kind for _, sig in signals]
+    assert kinds[:2] == ["warning", "drift"], kinds
+    at, sig = signals[1]
+    assert at < 4_000
+    assert sig.detector == "error" and sig.signal == "dynamic" and sig.stratum == "fraud"
+    assert sig.current_mean > sig.reference_mean and sig.statistic >= d.threshold
+    assert d.n_drifts == 1 and not d.in_warning
+
+
+def test_missed_frauds_an_improving_model_and_a_restart_after_a_drift():
+    rng = np.random.default_rng(30)
+    d = MissedFraudDrift("dynamic", min_labels=10_000)
+    worse = missed_stream(rng, 60_000, caught=0.3)
+    better = missed_stream(rng, 60_000, caught=0.8)
+    assert [s.kind for _, s in run(d, worse + better) if s.kind == "drift"] == []
+    signals = [(i, s) for i, s in run(d, missed_stream(rng, 20_000, caught=0.8, new_rate=0.01))
+               if s.kind == "drift"]
+    assert signals and signals[0][0] < 4_000
+    # After the drift it restarts: nothing until a new reference and min_labels.
+    assert all(i - signals[0][0] >= 10_000 for i, _ in signals[1:])
+
+
+def test_missed_frauds_bad_parameters_are_rejected():
+    with pytest.raises(ValueError):
+        MissedFraudDrift(threshold=5, warning_threshold=6)
+    with pytest.raises(ValueError):
+        MissedFraudDrift(odds_ratio=1.0)
 
 
 def psi_by_hand(reference, current, bins=10):

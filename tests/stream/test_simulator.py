@@ -315,6 +315,26 @@ def test_drift_keeps_population():
     assert all(d["frauds_by_scenario"][9] > 0 for d in daily[12:])
 
 
+def test_drift_is_a_fraud_ring_reported_within_hours():
+    kw = dict(n_customers=300, n_terminals=600, n_days=20, drift_day=12, drift_sellers=5)
+    sim = simulate(preset("drift", **kw), seed=4)
+    by_id = {p["transaction_id"]: p for p in sim.purchases}
+    ring = [lb for lb in sim.labels if lb["scenario"] == 9]
+    assert 5 * 8 * 8 * 0.7 < len(ring) < 5 * 8 * 8 * 1.3  # 5 sellers, 8 a day, 8 days
+    hours = [ts(by_id[lb["transaction_id"]]["event_time"]).hour for lb in ring]
+    assert sum(h < 6 for h in hours) > 0.15 * len(ring)  # scripted: at any hour
+    reported = [lb for lb in ring if lb["source"] == "card_report"]
+    assert 0.6 < len(reported) / len(ring) < 0.8
+    delays = [ts(lb["label_time"]) - ts(by_id[lb["transaction_id"]]["event_time"])
+              for lb in reported]
+    assert max(delays) <= timedelta(days=1) and sorted(delays)[len(delays) // 2] < timedelta(hours=2)
+    users = {by_id[lb["transaction_id"]]["user_id"] for lb in ring}
+    assert len(users) > 150  # stolen cards of many of the 300 customers, not the neighbours
+    # The other presets draw the very same labels as before the ring existed.
+    plain = simulate(preset("drift", drift=False, **kw), seed=4)
+    assert all(lb["source"] != "card_report" for lb in plain.labels)
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_file_round_trip(demo, tmp_path, suffix):
     for kind, events in (("purchases", demo.purchases[:500]), ("labels", demo.labels[:500])):
