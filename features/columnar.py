@@ -732,6 +732,20 @@ class StateTables:
         self.pool[0] += need
 
 
+def warm_up(features: FeatureConfig | None = None) -> None:
+    """Compile (or load from numba's cache) the kernels of a purchase and a label now.
+
+    Otherwise the first micro-batch a worker takes waits for them: up to a
+    second, in the latency of its events.
+    """
+    tables = StateTables(features or FeatureConfig(), entity_ttl=86_400.0)
+    one = lambda dtype, value: np.array([value], dtype)  # noqa: E731
+    tables.apply_columns(one(np.float64, 1e9), one(np.float64, 1.0), one(np.int64, 1),
+                         one(np.float64, np.nan), one(np.float64, 1e9), ["u"], ["c"], ["s"],
+                         featurize=True)
+    tables.apply_labels([(1e9, True, "u", "c", "s")])
+
+
 def zeros(shape, dtype) -> np.ndarray:
     """A zero-filled array; a large one is mapped from the kernel on its own, so that the
     memory goes back to the system as soon as the array is dropped (the C heap tends to keep

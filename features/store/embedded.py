@@ -50,7 +50,7 @@ import numpy as np
 import orjson
 from numba import njit
 
-from features.columnar import KINDS, REFERENCE_COLUMNS, REFERENCE_ORDER, StateTables, zeros
+from features.columnar import KINDS, REFERENCE_COLUMNS, REFERENCE_ORDER, StateTables, warm_up, zeros
 from features.schemas import Label
 from features.state import EntityState, state_from_json
 from features.store.base import FeatureStore, LabelResult, Snapshot, StoreConfig, StoreUnavailable
@@ -126,6 +126,7 @@ class EmbeddedStore(FeatureStore):
         self._db.execute("PRAGMA cache_size=-16384")  # 16 MiB of pages
         self._db.executescript(_SCHEMA)
         self._tables: StateTables | None = None
+        warm_up(self.config.features)
         self._seen = TransactionSet()
         self._pending: dict[str, Snapshot] = {}
         self._ops: list = []  # inputs applied since the commit, for the journal
