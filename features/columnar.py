@@ -208,6 +208,14 @@ def _amount_windows(sums, price, out, base):
 
 
 @njit(cache=True)
+def _share(part, total):  # min(1, part / total), 0 without a total
+    if total == 0.0:
+        return 0.0
+    r = part / total
+    return r if r < 1.0 else 1.0
+
+
+@njit(cache=True)
 def _tenure(now, since, half_life):
     if np.isnan(since):
         return 0.0
@@ -226,13 +234,7 @@ def _features(ts, price, n_items, cls, ureg, sreg, u, c, s, U, C, S, UH, CH, SH,
     out[0] = _tenure(now, since, half_life)
     since = sreg if (not np.isnan(sreg) and sreg != 0.0) else S[s, REG]
     out[1] = _tenure(now, since, half_life)
-    # user fraud ratio
-    n = U[u, NPURCH]
-    if n != 0.0:
-        r = U[u, U_FRAUDS] / n
-        out[2] = r if r < 1.0 else 1.0
-    else:
-        out[2] = 0.0
+    out[2] = _share(U[u, U_FRAUDS], U[u, NPURCH])  # user fraud ratio
     # user price typicality
     if U[u, U_LPN] < 2:
         out[3] = 1.0
@@ -247,13 +249,7 @@ def _features(ts, price, n_items, cls, ureg, sreg, u, c, s, U, C, S, UH, CH, SH,
             std = 0.1
         z = (math.log(price) - mean) / std
         out[3] = math.exp(-0.5 * z * z)
-    # card report rate
-    n = C[c, NPURCH]
-    if n != 0.0:
-        r = C[c, C_REPORTS] / n
-        out[4] = r if r < 1.0 else 1.0
-    else:
-        out[4] = 0.0
+    out[4] = _share(C[c, C_REPORTS], C[c, NPURCH])  # card report rate
     # card recent velocity: bisect_right(times, now) - bisect_right(times, now - window)
     nrecent = int(C[c, C_NRECENT])
     lo = now - velocity_window

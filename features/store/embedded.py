@@ -325,8 +325,7 @@ class EmbeddedStore(FeatureStore):
             snapshot_rows = [(s.transaction_id, s.event_ts, snapshot_to_bytes(s))
                              for s in self._pending.values()]
             ops = orjson.dumps(self._ops)
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
+            with self._transaction(on_failure=self._forget_uncommitted):
                 self._db.executemany("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)",
                                      snapshot_rows)
                 self._db.execute("INSERT INTO journal (ops) VALUES (?)", (ops,))
@@ -345,13 +344,6 @@ class EmbeddedStore(FeatureStore):
                     self._purge()
                 if self._journal_events >= max(CHECKPOINT_MIN_EVENTS, tables.entity_count()):
                     self._checkpoint()
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
-                self._forget_uncommitted()
-                raise StoreUnavailable(f"embedded store {self.directory}: {exc}") from exc
             self.round_trips += 4
             self._pending.clear()
             self._ops.clear()
@@ -411,27 +403,35 @@ class EmbeddedStore(FeatureStore):
         if tables.clock > -math.inf:
             self._seen.keep_from(int((tables.clock - self.config.label_horizon) // 3600.0))
 
+    @contextlib.contextmanager
+    def _transaction(self, on_failure=None):
+        """One SQLite write transaction; on a database error it is rolled back, ``on_failure``
+        runs and :class:`StoreUnavailable` is raised."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            yield
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            if on_failure is not None:
+                on_failure()
+            raise StoreUnavailable(f"embedded store {self.directory}: {exc}") from exc
+
     def purge(self) -> None:
         """Run the expiry sweep now (it also runs every few commits)."""
         with self._mutex:
             self.commit()
-            self._db.execute("BEGIN IMMEDIATE")
-            self._purge()
-            self._db.execute("COMMIT")
+            with self._transaction():
+                self._purge()
 
     def checkpoint(self) -> None:
         """Commit, then write a checkpoint now (it is also written every so often)."""
         with self._mutex:
             self.commit()
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
+            with self._transaction():
                 self._checkpoint()
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
-                raise StoreUnavailable(f"embedded store {self.directory}: {exc}") from exc
 
     def count(self, kind: str) -> int:
         """How many live entities of a kind the store holds."""
