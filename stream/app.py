@@ -10,6 +10,7 @@ the outputs of its event.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from pathlib import Path
@@ -30,6 +31,8 @@ from stream.pipeline import BatchResult, FraudPipeline, Message
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
+
+GC_YOUNG_THRESHOLD = 10_000  # allocations between two young collections (Python's default: 700)
 
 
 def build_pipeline(settings: Settings, metrics: Metrics | None = None) -> FraudPipeline:
@@ -80,6 +83,21 @@ async def take_available(stream, max_events: int):
             for done in batch:
                 await stream.ack(done)
             batch = []
+
+
+def settle_heap() -> None:
+    """Keep the garbage collector's full passes short, once the worker has started.
+
+    Everything alive at this point (the libraries, Faust's services, the
+    store's tables, the models) lives as long as the worker. A full pass of
+    the cyclic collector walks all of it: 100-150 ms measured, a stall on
+    every event in flight that came once every few seconds under load.
+    Freezing it leaves the collector the objects made since, and a larger
+    first-generation threshold makes its young passes rarer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
@@ -169,11 +187,21 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
             set_lag(tp, end)
 
     async def send_outputs(result: BatchResult, dlq) -> None:
-        for key, value in result.alerts:
-            await alerts.send(key=key, value=value)
+        """Hand a batch's alerts and dead letters to the producer.
+
+        The values are bytes already, so they go to Faust's producer directly:
+        ``Topic.send`` would wrap each one in a message future with callbacks,
+        which cost more than the rest of the send (about 100 µs an alert).
+        """
+        producer = app.producer
+        if result.alerts:
+            topic = alerts.get_topic_name()
+            for key, value in result.alerts:
+                await producer.send(topic, key, value, partition=None, timestamp=None,
+                                    headers=None)
         for dead in result.dead_letters:
-            await dlq.send(key=dead.message.key, value=dead.message.value,
-                           headers=dead.headers())
+            await producer.send(dlq.get_topic_name(), dead.message.key, dead.message.value,
+                                partition=None, timestamp=None, headers=dead.headers())
 
     def fail_stop(events) -> None:
         """An unexpected error: exit at once without acknowledging the batch, so Kafka
@@ -184,9 +212,14 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
         logging.shutdown()
         os._exit(70)
 
+    heap = {"settled": False}
+
     @app.timer(interval=1.0)
     async def tick() -> None:
         pipeline.tick()
+        if not heap["settled"]:
+            heap["settled"] = True
+            settle_heap()
 
     @app.agent(purchases)
     async def score_purchases(stream):
