@@ -78,6 +78,7 @@ APPLIED_LABELS_KEPT = 1_000_000
 # event stays bounded and a restart re-applies no more than it loads.
 CHECKPOINT_MIN_EVENTS = 100_000
 CHECKPOINT_PART = 65_536  # entities per checkpoint row
+STORED_PER_QUERY = 500  # snapshots looked up per query
 
 _tx = attrgetter("transaction_id")
 _ts = attrgetter("event_ts")
@@ -294,13 +295,40 @@ class EmbeddedStore(FeatureStore):
                 out[i] = _as_duplicate(out[j])
         return out
 
+    def _stored_many(self, transaction_ids, clock: float) -> dict[str, Snapshot]:
+        """:meth:`_stored` of many transactions, a few hundred per query."""
+        ids = list(dict.fromkeys(transaction_ids))
+        found: dict[str, Snapshot] = {}
+        horizon = clock - self.config.label_horizon
+        for i in range(0, len(ids), STORED_PER_QUERY):
+            part = ids[i:i + STORED_PER_QUERY]
+            self.round_trips += 1
+            for (body,) in self._db.execute(
+                    "SELECT body FROM snapshots WHERE transaction_id IN "
+                    f"({','.join('?' * len(part))})", part):
+                snap = snapshot_from_bytes(body)
+                if snap.event_ts >= horizon:
+                    found[snap.transaction_id] = snap
+        return found
+
     def process_labels(self, labels: Sequence[Label]) -> list[LabelResult]:
         out = []
         with self._mutex:
             tables = self._ready()
             applied = []
+            pending = self._pending
+            clock = tables.clock
+            horizon = clock - self.config.label_horizon
+            # The committed snapshots of the batch in one query; the loop sees the
+            # labels of this batch as it applies them (a repeated label is a duplicate).
+            stored = self._stored_many([lb.transaction_id for lb in labels
+                                        if lb.transaction_id not in pending], clock)
             for label in labels:
-                snap = self.snapshot(label.transaction_id)
+                snap = pending.get(label.transaction_id)
+                if snap is None:
+                    snap = stored.get(label.transaction_id)
+                elif snap.event_ts < horizon:
+                    snap = None
                 if snap is None:
                     out.append(LabelResult(label, "unknown"))
                 elif snap.label is not None:
