@@ -130,6 +130,7 @@ class EmbeddedStore(FeatureStore):
         warm_up(self.config.features)
         self._seen = TransactionSet()
         self._pending: dict[str, Snapshot] = {}
+        self._bodies: dict[str, bytes] = {}  # as stored, of the snapshots labelled since
         self._ops: list = []  # inputs applied since the commit, for the journal
         self._applied: list[str] = []  # transaction ids of the labels applied since the commit
         self._journal_events = 0
@@ -295,10 +296,10 @@ class EmbeddedStore(FeatureStore):
                 out[i] = _as_duplicate(out[j])
         return out
 
-    def _stored_many(self, transaction_ids, clock: float) -> dict[str, Snapshot]:
-        """:meth:`_stored` of many transactions, a few hundred per query."""
+    def _stored_many(self, transaction_ids, clock: float) -> dict[str, tuple[Snapshot, bytes]]:
+        """:meth:`_stored` of many transactions, a few hundred per query, with their bodies."""
         ids = list(dict.fromkeys(transaction_ids))
-        found: dict[str, Snapshot] = {}
+        found: dict[str, tuple[Snapshot, bytes]] = {}
         horizon = clock - self.config.label_horizon
         for i in range(0, len(ids), STORED_PER_QUERY):
             part = ids[i:i + STORED_PER_QUERY]
@@ -308,7 +309,7 @@ class EmbeddedStore(FeatureStore):
                     f"({','.join('?' * len(part))})", part):
                 snap = snapshot_from_bytes(body)
                 if snap.event_ts >= horizon:
-                    found[snap.transaction_id] = snap
+                    found[snap.transaction_id] = snap, body
         return found
 
     def process_labels(self, labels: Sequence[Label]) -> list[LabelResult]:
@@ -325,8 +326,9 @@ class EmbeddedStore(FeatureStore):
                                         if lb.transaction_id not in pending], clock)
             for label in labels:
                 snap = pending.get(label.transaction_id)
+                body = None
                 if snap is None:
-                    snap = stored.get(label.transaction_id)
+                    snap, body = stored.get(label.transaction_id, (None, None))
                 elif snap.event_ts < horizon:
                     snap = None
                 if snap is None:
@@ -336,6 +338,8 @@ class EmbeddedStore(FeatureStore):
                 else:
                     snap.label = label.is_fraud
                     self._pending[label.transaction_id] = snap
+                    if body is not None and body.endswith(b",null]"):
+                        self._bodies[label.transaction_id] = body
                     self._applied.append(label.transaction_id)
                     applied.append((snap.event_ts, bool(label.is_fraud), snap.user_id,
                                     snap.card_hash, snap.seller_id))
@@ -350,7 +354,10 @@ class EmbeddedStore(FeatureStore):
             if not self._pending and not self._ops:
                 return
             tables = self._ready()
-            snapshot_rows = [(s.transaction_id, s.event_ts, snapshot_to_bytes(s))
+            bodies = self._bodies
+            snapshot_rows = [(s.transaction_id, s.event_ts,
+                              _labelled(bodies[s.transaction_id], s.label)
+                              if s.transaction_id in bodies else snapshot_to_bytes(s))
                              for s in self._pending.values()]
             ops = orjson.dumps(self._ops)
             with self._transaction(on_failure=self._forget_uncommitted):
@@ -374,6 +381,7 @@ class EmbeddedStore(FeatureStore):
                     self._checkpoint()
             self.round_trips += 4
             self._pending.clear()
+            self._bodies.clear()
             self._ops.clear()
             self._applied.clear()
             self.label_seq = label_seq
@@ -414,6 +422,7 @@ class EmbeddedStore(FeatureStore):
         """
         self._tables = None
         self._pending.clear()
+        self._bodies.clear()
         self._ops.clear()
         self._applied.clear()
 
@@ -524,6 +533,20 @@ def snapshot_to_bytes(snap: Snapshot) -> bytes:
         features = list(features.values())
     return orjson.dumps([snap.transaction_id, snap.event_ts, snap.user_id, snap.card_hash,
                          snap.seller_id, features, snap.scores, snap.label])
+
+
+def _labelled(body: bytes, label: bool) -> bytes:
+    """The stored body of an unlabelled snapshot (it ends with its label, ``null``) with
+    ``label`` instead: what :func:`snapshot_to_bytes` gives once the label is set, without
+    writing the features again.
+
+    >>> snap = Snapshot("t1", 0.0, "u", "c", "s", dict.fromkeys(REFERENCE_ORDER, 0.5), {"m": 0.1})
+    >>> body = snapshot_to_bytes(snap)
+    >>> snap.label = True
+    >>> _labelled(body, True) == snapshot_to_bytes(snap)
+    True
+    """
+    return body[:-5] + (b"true]" if label else b"false]")
 
 
 def snapshot_from_bytes(raw: bytes) -> Snapshot:
