@@ -99,7 +99,7 @@ class Label:
     source: str
 
 
-def _fast_init(cls):
+def positional_constructor(cls):
     """A constructor of a frozen slots dataclass taking every field in order, without
     defaults: the same object as ``cls(...)`` in half the time (the generated ``__init__``
     of a frozen class sets each field through ``object.__setattr__``)."""
@@ -112,8 +112,8 @@ def _fast_init(cls):
     return namespace["make"]
 
 
-_new_purchase = _fast_init(Purchase)
-_new_label = _fast_init(Label)
+_new_purchase = positional_constructor(Purchase)
+_new_label = positional_constructor(Label)
 
 
 def parse_time(value: Any, name: str) -> float:

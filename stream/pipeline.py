@@ -22,7 +22,8 @@ from typing import Callable, Sequence
 
 import orjson
 
-from features.schemas import InvalidEvent, decode_label, decode_purchase, format_time
+from features.schemas import (InvalidEvent, decode_label, decode_purchase, format_time,
+                              positional_constructor)
 from features.store import FeatureStore, Snapshot
 from models.monitoring import ModelMonitor
 from models.serving import ModelRuntime
@@ -41,6 +42,10 @@ class Message:
     partition: int = -1
     offset: int = -1
     timestamp: float | None = None  # when it was produced, seconds
+
+
+# Message(value, key, topic, partition, offset, timestamp), every field given, in half the time.
+new_message = positional_constructor(Message)
 
 
 @dataclass(frozen=True, slots=True)

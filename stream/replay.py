@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Callable, Iterable, Iterator
 
 import orjson
 
 from features.schemas import InvalidEvent, parse_time
-from stream.pipeline import FraudPipeline, Message
+from stream.pipeline import FraudPipeline, new_message
 
 
 @dataclass(slots=True)
@@ -51,7 +52,7 @@ def _timed(events: Iterable[dict], key: str) -> list[tuple[float, dict]]:
             out.append((parse_time(e.get(key), key), e))
         except InvalidEvent:
             out.append((float("-inf"), e))  # goes first, and to the pipeline's dead letters
-    out.sort(key=lambda te: te[0])
+    out.sort(key=itemgetter(0))
     return out
 
 
@@ -102,8 +103,8 @@ def replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict],
     started = time.perf_counter()
 
     def run_purchases() -> None:
-        out = pipeline.process_purchases([Message(orjson.dumps(e), topic="purchase")
-                                          for e in chunk_purchases])
+        out = pipeline.process_purchases([new_message(orjson.dumps(e), None, "purchase", -1, -1,
+                                                      None) for e in chunk_purchases])
         result.n_purchases += len(chunk_purchases)
         result.n_rejected += len(out.dead_letters)
         alerted = set()
@@ -112,15 +113,20 @@ def replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict],
             alerted.add(alert["transaction_id"])
             if keep_alerts:
                 result.alerts.append(alert)
+        scored = result.scored
         for snap in out.snapshots:
-            label = truth.get(snap.transaction_id) or {}
-            result.scored.append(ScoredPurchase(
-                snap.transaction_id, snap.event_ts, snap.card_hash, dict(snap.scores),
-                snap.transaction_id in alerted, bool(label.get("is_fraud", False)),
-                int(label.get("scenario", int(bool(label.get("is_fraud", False)))))))
+            tx = snap.transaction_id
+            label = truth.get(tx)
+            if label:
+                is_fraud = bool(label.get("is_fraud", False))
+                scenario = int(label.get("scenario", int(is_fraud)))
+            else:
+                is_fraud, scenario = False, 0
+            scored.append(ScoredPurchase(tx, snap.event_ts, snap.card_hash, dict(snap.scores),
+                                         tx in alerted, is_fraud, scenario))
 
     def run_labels() -> None:
-        out = pipeline.process_labels([Message(orjson.dumps(e), topic="label")
+        out = pipeline.process_labels([new_message(orjson.dumps(e), None, "label", -1, -1, None)
                                        for e in chunk_labels])
         result.n_labels += len(chunk_labels)
         result.n_rejected += len(out.dead_letters)
@@ -137,11 +143,19 @@ def replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict],
         if progress is not None:
             progress(done, total)
 
+    add_purchase, add_label = chunk_purchases.append, chunk_labels.append
+    n = 0  # events in the chunk
     for event_kind, ts, event in merge_in_time(purchases, labels):
-        if len(chunk_purchases) + len(chunk_labels) >= batch_size:
+        if n >= batch_size:
             flush()
-        clock[0] = max(clock[0], ts)
-        (chunk_purchases if event_kind == "purchase" else chunk_labels).append(event)
+            n = 0
+        if ts > clock[0]:
+            clock[0] = ts
+        if event_kind == "purchase":
+            add_purchase(event)
+        else:
+            add_label(event)
+        n += 1
     flush()
     result.seconds = time.perf_counter() - started
     return result
