@@ -354,13 +354,26 @@ class EmbeddedStore(FeatureStore):
             if not self._pending and not self._ops:
                 return
             tables = self._ready()
+            # A snapshot read back from disk to be labelled changes only its label: its row
+            # is updated (cheaper than replaced); the others are written whole.
             bodies = self._bodies
-            snapshot_rows = [(s.transaction_id, s.event_ts,
-                              _labelled(bodies[s.transaction_id], s.label)
-                              if s.transaction_id in bodies else snapshot_to_bytes(s))
-                             for s in self._pending.values()]
+            snapshot_rows, labelled_rows = [], []
+            for s in self._pending.values():
+                tx = s.transaction_id
+                if tx in bodies:
+                    labelled_rows.append((_labelled(bodies[tx], s.label), tx))
+                else:
+                    snapshot_rows.append((tx, s.event_ts, snapshot_to_bytes(s)))
             ops = orjson.dumps(self._ops)
             with self._transaction(on_failure=self._forget_uncommitted):
+                if labelled_rows:
+                    updated = self._db.executemany(
+                        "UPDATE snapshots SET body = ? WHERE transaction_id = ?",
+                        labelled_rows).rowcount
+                    self.round_trips += 1
+                    if updated != len(labelled_rows):  # a row went missing: write them whole
+                        snapshot_rows += [(tx, self._pending[tx].event_ts, body)
+                                          for body, tx in labelled_rows]
                 self._db.executemany("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)",
                                      snapshot_rows)
                 self._db.execute("INSERT INTO journal (ops) VALUES (?)", (ops,))

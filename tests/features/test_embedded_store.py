@@ -48,3 +48,17 @@ def test_labels_found_in_batches_and_rewritten_in_place_store_what_a_fresh_write
         assert snap.label == labelled.get(tx)
         assert body == snapshot_to_bytes(snap)
     store.close()
+
+
+def test_a_labelled_snapshot_whose_row_went_missing_is_written_whole(tmp_path):
+    store = EmbeddedStore(tmp_path)
+    store.process_purchases([Purchase(f"t{i}", T0 + i, "u", "s", "item", "c", 10.0, 1)
+                             for i in range(3)])
+    store.commit()
+    assert [o.status for o in store.process_labels(
+        [Label(f"t{i}", i == 1, T0 + 100.0, "review") for i in range(3)])] == ["applied"] * 3
+    store._db.execute("DELETE FROM snapshots WHERE transaction_id = 't1'")
+    store.commit()
+    bodies = stored_bodies(store)
+    assert [snapshot_from_bytes(bodies[f"t{i}"]).label for i in range(3)] == [False, True, False]
+    store.close()
