@@ -46,20 +46,12 @@ class ReplayResult:
         return (self.n_purchases + self.n_labels) / self.seconds if self.seconds else 0.0
 
 
-def _timed(events: Iterable[dict], key: str) -> list[tuple[float, dict]]:
-    out = []
-    for e in events:
-        try:
-            out.append((parse_time(e.get(key), key), e))
-        except InvalidEvent:
-            out.append((float("-inf"), e))  # goes first, and to the pipeline's dead letters
-    out.sort(key=itemgetter(0))
-    return out
-
-
 def merge_in_time(purchases: Iterable[dict], labels: Iterable[dict]
                   ) -> Iterator[tuple[str, float, dict]]:
     """``(kind, time, event)`` in time order; a label comes after purchases of the same time.
+
+    Events of a kind and time keep their order; an event without a valid time goes first
+    (and to the pipeline's dead letters).
 
     >>> p = [{"event_time": "2018-04-02T00:00:00Z", "transaction_id": "b"},
     ...      {"event_time": "2018-04-01T00:00:00Z", "transaction_id": "a"}]
@@ -67,15 +59,17 @@ def merge_in_time(purchases: Iterable[dict], labels: Iterable[dict]
     >>> [(k, e["transaction_id"]) for k, _, e in merge_in_time(p, lb)]
     [('purchase', 'a'), ('label', 'a'), ('purchase', 'b')]
     """
-    ps, ls = _timed(purchases, "event_time"), _timed(labels, "label_time")
-    i = j = 0
-    while i < len(ps) or j < len(ls):
-        if j >= len(ls) or (i < len(ps) and ps[i][0] <= ls[j][0]):
-            yield "purchase", ps[i][0], ps[i][1]
-            i += 1
-        else:
-            yield "label", ls[j][0], ls[j][1]
-            j += 1
+    timed = []
+    add = timed.append
+    for key, kind, rank, events in (("event_time", "purchase", 0, purchases),
+                                    ("label_time", "label", 1, labels)):
+        for e in events:
+            try:
+                add((parse_time(e.get(key), key), rank, kind, e))
+            except InvalidEvent:
+                add((float("-inf"), rank, kind, e))
+    timed.sort(key=itemgetter(0, 1))  # stable: by time, purchases first, then as given
+    return iter([(kind, t, e) for t, _, kind, e in timed])
 
 
 def replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict],
