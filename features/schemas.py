@@ -361,6 +361,17 @@ def decode_label(raw: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> Label
     True
     """
     obj = _load_object(raw, max_bytes)
+    transaction_id, is_fraud, label_time, source = (
+        obj.get("transaction_id"), obj.get("is_fraud"), obj.get("label_time"), obj.get("source"))
+    if (type(transaction_id) is str and 0 < len(transaction_id) <= 256 and type(is_fraud) is bool
+            and type(label_time) is str and type(source) is str and 0 < len(source) <= 256):
+        # The usual label; its time is checked as always.
+        return _new_label(transaction_id, is_fraud, parse_time(label_time, "label_time"), source)
+    return _checked_label(obj)
+
+
+def _checked_label(obj: dict[str, Any]) -> Label:
+    """Every check of a label one by one: the first that fails raises."""
     transaction_id = _text(obj, "transaction_id")
     is_fraud = obj.get("is_fraud")
     if is_fraud is None:

@@ -144,3 +144,25 @@ def test_the_usual_purchase_takes_the_plain_path():
              "seller_registered_at": None}
     assert _plain_purchase(orjson.loads(orjson.dumps(event)), NOW) == decode_purchase(
         orjson.dumps(event), now=NOW)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.fixed_dictionaries({
+    "transaction_id": st.sampled_from(["t1", "", "x" * 257, 5, None]),
+    "is_fraud": st.sampled_from([True, False, 1, "true", None]),
+    "label_time": st.sampled_from(["2023-12-31T23:00:00.500Z", "2023-12-31T23:00:00+01:00",
+                                   "someday", "1970-01-01T00:00:00Z", 1_704_067_200_000, None]),
+    "source": st.sampled_from(["chargeback", "", "y" * 257, 3, None])}))
+def test_a_label_decodes_as_its_field_by_field_checks_say(event):
+    """The quick path of the usual label gives what the checks one by one give, errors too."""
+    from features.schemas import _checked_label
+
+    raw = orjson.dumps(event)
+    try:
+        expected = _checked_label(orjson.loads(raw))
+    except InvalidEvent as exc:
+        with pytest.raises(InvalidEvent) as got:
+            decode_label(raw)
+        assert (got.value.reason, got.value.detail) == (exc.reason, exc.detail)
+    else:
+        assert decode_label(raw) == expected
