@@ -60,22 +60,39 @@ class DynamicModel:
         self.n_labels = 0
         self.n_frauds = 0
 
+    def _linear(self) -> LinearFraudModel | None:
+        """The logistic regression when it is the whole pipeline: called directly, it does
+        what the pipeline would (it does not change the dict it is given)."""
+        steps = self.pipeline.steps
+        if len(steps) == 1:
+            (step,) = steps.values()
+            if isinstance(step, LinearFraudModel):
+                return step
+        return None
+
     def score(self, x: Mapping[str, float]) -> float:
         """Probability of fraud for one feature dict."""
+        linear = self._linear()
+        if linear is not None:
+            return linear.predict_proba_one(x)[True]
         proba = self.pipeline.predict_proba_one(dict(x))
         return float(proba.get(True, 0.0)) if proba else 0.0
 
     def score_many(self, xs: Sequence[Mapping[str, float]]) -> list[float]:
         """Probability of fraud for each feature dict (the logistic regression: as one matrix)."""
-        steps = list(self.pipeline.steps.values())
-        if len(steps) == 1 and isinstance(steps[0], LinearFraudModel):
-            return steps[0].predict_proba_many(xs)
+        linear = self._linear()
+        if linear is not None:
+            return linear.predict_proba_many(xs)
         return [self.score(x) for x in xs]
 
     def learn(self, x: Mapping[str, float], is_fraud: bool) -> None:
         """Learn one labelled example."""
         weight = self.fraud_weight if is_fraud else 1.0
-        self.pipeline.learn_one(dict(x), bool(is_fraud), w=weight)
+        linear = self._linear()
+        if linear is not None:
+            linear.learn_one(x, bool(is_fraud), w=weight)
+        else:
+            self.pipeline.learn_one(dict(x), bool(is_fraud), w=weight)
         self.n_labels += 1
         self.n_frauds += bool(is_fraud)
 

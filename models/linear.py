@@ -7,6 +7,14 @@ protocol: ``learn_one`` / ``predict_proba_one``), computed on numpy arrays
 over a fixed feature order instead of dicts: measured side by side it costs
 half as much per event, and the scaler was most of the model's cost.
 
+A vector with every feature present (the usual case) is learned and scored
+by compiled kernels (:func:`_learn_complete`, :func:`_predict_complete`):
+the log scaling is numpy's as before, then one call does the derived
+columns, the scaler, the dot product (numpy's BLAS ``dot``) and the update,
+element by element in the order of the array code, so the result is the
+same as the array code's to the last bit (``tests/models/test_linear.py``
+compares them). A vector with a missing feature takes the array code.
+
 Two kinds of derived features give the linear model shapes it cannot make
 from the log-scaled features alone (see :func:`derived_features`):
 
@@ -26,6 +34,7 @@ import math
 import operator
 
 import numpy as np
+from numba import njit
 from river import base
 
 
@@ -144,6 +153,8 @@ class LinearFraudModel(base.Classifier):
         self._inv_std = np.zeros(0)  # 1 / standard deviation, 0 for a column without spread
         self._getter = None
         self.intercept = 0.0
+        if not _warm:
+            warm_up()
 
     def _add_names(self, names) -> None:
         old = {c: i for i, c in enumerate(self.columns or self.names)}
@@ -181,6 +192,24 @@ class LinearFraudModel(base.Classifier):
         self.__dict__.update(state)
         if "_n_log" not in state:  # pickled before the derived features existed
             self._add_names([])
+
+    def _complete_inputs(self, x: dict) -> np.ndarray | None:
+        """The inputs in this model's order, log-scaled, when ``x`` has exactly the known
+        features (the kernels' case); None otherwise."""
+        if len(x) != self._n_base or self._getter is None:
+            return None
+        try:
+            row = self._getter(x)
+        except KeyError:
+            return None
+        b = np.array(row, np.float64)
+        head = b[:self._n_log]
+        np.log1p(np.maximum(head, 0.0, out=head), out=head)
+        return b
+
+    def _band_start(self) -> int:
+        """The first amount-band column, -1 without bands."""
+        return self._n_base + self._n_ratios if self._amount >= 0 else -1
 
     def _vector(self, x: dict) -> tuple[np.ndarray, bool]:
         """The columns in this model's order (inputs log-scaled); and whether all are present.
@@ -253,9 +282,18 @@ class LinearFraudModel(base.Classifier):
         return {k: float(v) for k, v in zip(self.columns, z)}
 
     def predict_proba_one(self, x: dict) -> dict:
-        z = self._standardize(*self._vector(x))
-        p = _sigmoid(float(self.weights @ z) + self.intercept)
+        b = self._complete_inputs(x)
+        if b is not None:
+            p = _predict_complete(b, self._n_ratios, self._band_start(), self._edges,
+                                  self.mean, self.weights, self._inv_std, self.intercept)
+        else:
+            p = self._predict_arrays(x)
         return {False: 1.0 - p, True: p}
+
+    def _predict_arrays(self, x: dict) -> float:
+        """The probability of fraud in array code, for any input (the reference of the kernel)."""
+        z = self._standardize(*self._vector(x))
+        return _sigmoid(float(self.weights @ z) + self.intercept)
 
     def predict_proba_many(self, xs) -> list[float]:
         """The probability of fraud of each feature dict, for a micro-batch at once.
@@ -297,6 +335,17 @@ class LinearFraudModel(base.Classifier):
         return p.tolist()
 
     def learn_one(self, x: dict, y: bool, w: float = 1.0) -> None:
+        b = self._complete_inputs(x)
+        if b is not None:
+            self.intercept = _learn_complete(
+                b, bool(y), float(w), self._n_ratios, self._band_start(), self._edges,
+                self.count, self.mean, self.m2, self.weights, self._inv_std, self.intercept,
+                self.lr, self.intercept_lr)
+            return
+        self._learn_arrays(x, y, w)
+
+    def _learn_arrays(self, x: dict, y: bool, w: float = 1.0) -> None:
+        """:meth:`learn_one` in array code, for any input (the reference of the kernel)."""
         v, complete = self._vector(x)
         # The scaler learns first, then the regression learns on what it outputs.
         if complete:
@@ -339,6 +388,20 @@ class LinearFraudModel(base.Classifier):
         return out
 
 
+_warm = False
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the kernels now, not in the first label's latency."""
+    global _warm
+    _warm = True
+    m = LinearFraudModel(derived=True, band_width=1.0)
+    x = {"amount": 10.0, "card_mean_amount_1d": 5.0, "is_night": 0.0}
+    for y in (True, False):  # the first one adds the features, the second is the kernel's
+        m.learn_one(x, y)
+    m.predict_proba_one(x)
+
+
 def _sigmoid(raw: float) -> float:
     if raw < -30:
         return 0.0
@@ -356,3 +419,88 @@ def _log_loss_gradient(y: bool, raw: float) -> float:
     if z < -18.0:
         return -sign
     return -sign / (math.exp(z) + 1.0)
+
+
+# -- kernels: the array code above for a vector with every input present ------------------
+
+@njit(cache=True)
+def _fill(b, n_ratios, band_start, edges, v):
+    """``v``: the log-scaled inputs ``b``, then the derived columns (see :meth:`_derive`)."""
+    n = b.shape[0]
+    for i in range(n):
+        v[i] = b[i]
+    if v.shape[0] == n:
+        return
+    amount = v[0]
+    for j in range(n_ratios):
+        v[n + j] = amount - v[1 + j]
+    if band_start >= 0:
+        if amount != amount:  # a missing amount: its bands are missing too
+            for i in range(band_start, v.shape[0]):
+                v[i] = np.nan
+        else:
+            lo, hi = 0, edges.shape[0]  # band: bisect_right(edges, amount)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if amount < edges[mid]:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            for i in range(band_start, v.shape[0]):
+                v[i] = 0.0
+            v[band_start + lo] = 1.0
+
+
+@njit(cache=True)
+def _gradient(y, raw):  # _log_loss_gradient
+    sign = 1.0 if y else -1.0
+    z = raw * sign
+    if z > 18.0:
+        return math.exp(-z) * -sign
+    if z < -18.0:
+        return -sign
+    return -sign / (math.exp(z) + 1.0)
+
+
+@njit(cache=True)
+def _learn_complete(b, y, w, n_ratios, band_start, edges, count, mean, m2, weights, inv_std,
+                    intercept, lr, intercept_lr):
+    """:meth:`LinearFraudModel.learn_one` of complete log-scaled inputs ``b``, in place;
+    returns the new intercept."""
+    m = count.shape[0]
+    v = np.empty(m)
+    _fill(b, n_ratios, band_start, edges, v)
+    for i in range(m):  # the scaler (Welford), then its spread
+        count[i] += 1.0
+        delta = v[i] - mean[i]
+        mean[i] += delta / count[i]
+        m2[i] += delta * (v[i] - mean[i])
+    for i in range(m):  # sqrt(count / maximum(m2, 1e-200)) * (m2 > 0), NaN included
+        q = m2[i]
+        d = q if (q >= 1e-200 or q != q) else 1e-200
+        inv_std[i] = math.sqrt(count[i] / d) * (1.0 if q > 0.0 else 0.0)
+    z = np.empty(m)
+    for i in range(m):
+        z[i] = (v[i] - mean[i]) * inv_std[i]
+    g = _gradient(y, np.dot(weights, z) + intercept) * w
+    intercept -= intercept_lr * g
+    step = lr * g
+    for i in range(m):
+        weights[i] -= step * z[i]
+    return intercept
+
+
+@njit(cache=True)
+def _predict_complete(b, n_ratios, band_start, edges, mean, weights, inv_std, intercept):
+    """The probability of fraud of complete log-scaled inputs ``b``."""
+    m = mean.shape[0]
+    z = np.empty(m)
+    _fill(b, n_ratios, band_start, edges, z)
+    for i in range(m):
+        z[i] = (z[i] - mean[i]) * inv_std[i]
+    raw = np.dot(weights, z) + intercept
+    if raw < -30:
+        return 0.0
+    if raw > 30:
+        return 1.0
+    return 1.0 / (1.0 + math.exp(-raw))

@@ -175,10 +175,15 @@ class _Window:
         self.n = 0
 
 
+_UPDATES_KEPT = 1024  # updates of a model gathered before they go into its ring
+
+
 class LiveQuality:
     """Sliding-window ROC AUC, average precision and card precision@k per model.
 
-    Each model keeps its last ``window`` labels. Cards are kept as 64-bit
+    Each model keeps its last ``window`` labels (an update is added to a
+    short list; the list goes into the arrays in one step when it is full or
+    a report is made). Cards are kept as 64-bit
     hashes, so memory stays fixed however many cards pass (two cards share a
     hash with negligible probability). Card precision@k groups the window by
     the UTC day of the event time; the window should span several days of
@@ -216,8 +221,10 @@ class LiveQuality:
         self.k = k
         self.exclude_known = exclude_known
         self._windows: dict[str, _Window] = {}
+        self._new: dict[str, list] = {}  # per model: (score, fraud, card, day) not yet in the ring
         for model in models:
             self._windows[model] = _Window(window)
+            self._new[model] = []
 
     @property
     def models(self) -> list[str]:
@@ -226,21 +233,38 @@ class LiveQuality:
     def update(self, model: str, score: float, is_fraud: bool, card: str,
                event_ts: float) -> None:
         """Add one labelled transaction: the score ``model`` gave it and its outcome."""
-        w = self._windows.get(model)
-        if w is None:
-            w = self._windows[model] = _Window(self.window)
-        i = w.pos
-        w.score[i] = score
-        w.fraud[i] = is_fraud
-        w.card[i] = hash(card)
-        w.day[i] = math.floor(event_ts / DAY)
-        w.pos = i + 1 if i + 1 < self.window else 0
-        if w.n < self.window:
-            w.n += 1
+        new = self._new.get(model)
+        if new is None:
+            self._windows[model] = _Window(self.window)
+            new = self._new[model] = []
+        new.append((float(score), bool(is_fraud), hash(card), math.floor(event_ts / DAY)))
+        if len(new) >= _UPDATES_KEPT:
+            self._write(model)
+
+    def _write(self, model: str) -> None:
+        """Move the updates not yet in ``model``'s ring into it, in order."""
+        new = self._new[model]
+        if not new:
+            return
+        w = self._windows[model]
+        size = self.window
+        n = len(new)
+        first = max(0, n - size)  # more updates than the ring holds: the last ones stay
+        where = (w.pos + first + np.arange(n - first)) % size
+        score, fraud, card, day = zip(*new[first:])
+        w.score[where] = score
+        w.fraud[where] = fraud
+        w.card[where] = card
+        w.day[where] = day
+        w.pos = (w.pos + n) % size
+        w.n = min(size, w.n + n)
+        new.clear()
 
     def report(self) -> dict[str, dict[str, float]]:
         """Each model's metrics over its window (NaN where a class is missing)."""
         out = {}
+        for model in self._new:
+            self._write(model)
         for model, w in self._windows.items():
             n = w.n
             s, y, card, day = w.score[:n], w.fraud[:n], w.card[:n], w.day[:n]

@@ -22,7 +22,8 @@ from typing import Callable, Sequence
 
 import orjson
 
-from features.schemas import InvalidEvent, decode_label, decode_purchase, format_time
+from features.schemas import (InvalidEvent, decode_label, decode_purchase, format_time,
+                              positional_constructor)
 from features.store import FeatureStore, Snapshot
 from models.monitoring import ModelMonitor
 from models.serving import ModelRuntime
@@ -41,6 +42,10 @@ class Message:
     partition: int = -1
     offset: int = -1
     timestamp: float | None = None  # when it was produced, seconds
+
+
+# Message(value, key, topic, partition, offset, timestamp), every field given, in half the time.
+new_message = positional_constructor(Message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,13 +208,17 @@ class FraudPipeline:
             m.store_seconds.labels(operation="labels").observe(time.perf_counter() - t0)
             statuses: dict[str, int] = {}
             learned = [0, 0]  # legitimate, fraud
+            observe, learn = self.monitor.observe_label, self.models.learn
             for outcome in outcomes:
-                statuses[outcome.status] = statuses.get(outcome.status, 0) + 1
-                if outcome.status == "applied":
+                status = outcome.status
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == "applied":
                     snap, is_fraud = outcome.snapshot, outcome.label.is_fraud
-                    self._on_signals(self.monitor.observe_label(
-                        snap.scores, is_fraud, snap.card_hash, snap.event_ts, self.clock()))
-                    self.models.learn(snap.features, is_fraud)
+                    signals = observe(snap.scores, is_fraud, snap.card_hash, snap.event_ts,
+                                      self.clock())
+                    if signals:
+                        self._on_signals(signals)
+                    learn(snap.features, is_fraud)
                     learned[is_fraud] += 1
             for status, n in statuses.items():
                 m.events.labels(kind="label", outcome=status).inc(n)

@@ -9,14 +9,16 @@ two sorted files instead of Kafka).
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Callable, Iterable, Iterator
 
 import orjson
 
 from features.schemas import InvalidEvent, parse_time
-from stream.pipeline import FraudPipeline, Message
+from stream.pipeline import FraudPipeline, new_message
 
 
 @dataclass(slots=True)
@@ -44,20 +46,12 @@ class ReplayResult:
         return (self.n_purchases + self.n_labels) / self.seconds if self.seconds else 0.0
 
 
-def _timed(events: Iterable[dict], key: str) -> list[tuple[float, dict]]:
-    out = []
-    for e in events:
-        try:
-            out.append((parse_time(e.get(key), key), e))
-        except InvalidEvent:
-            out.append((float("-inf"), e))  # goes first, and to the pipeline's dead letters
-    out.sort(key=lambda te: te[0])
-    return out
-
-
 def merge_in_time(purchases: Iterable[dict], labels: Iterable[dict]
                   ) -> Iterator[tuple[str, float, dict]]:
     """``(kind, time, event)`` in time order; a label comes after purchases of the same time.
+
+    Events of a kind and time keep their order; an event without a valid time goes first
+    (and to the pipeline's dead letters).
 
     >>> p = [{"event_time": "2018-04-02T00:00:00Z", "transaction_id": "b"},
     ...      {"event_time": "2018-04-01T00:00:00Z", "transaction_id": "a"}]
@@ -65,15 +59,17 @@ def merge_in_time(purchases: Iterable[dict], labels: Iterable[dict]
     >>> [(k, e["transaction_id"]) for k, _, e in merge_in_time(p, lb)]
     [('purchase', 'a'), ('label', 'a'), ('purchase', 'b')]
     """
-    ps, ls = _timed(purchases, "event_time"), _timed(labels, "label_time")
-    i = j = 0
-    while i < len(ps) or j < len(ls):
-        if j >= len(ls) or (i < len(ps) and ps[i][0] <= ls[j][0]):
-            yield "purchase", ps[i][0], ps[i][1]
-            i += 1
-        else:
-            yield "label", ls[j][0], ls[j][1]
-            j += 1
+    timed = []
+    add = timed.append
+    for key, kind, rank, events in (("event_time", "purchase", 0, purchases),
+                                    ("label_time", "label", 1, labels)):
+        for e in events:
+            try:
+                add((parse_time(e.get(key), key), rank, kind, e))
+            except InvalidEvent:
+                add((float("-inf"), rank, kind, e))
+    timed.sort(key=itemgetter(0, 1))  # stable: by time, purchases first, then as given
+    return iter([(kind, t, e) for t, _, kind, e in timed])
 
 
 def replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict],
@@ -91,6 +87,20 @@ def replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict],
     simulator's ``scenario`` when present); an unlabelled purchase counts as
     legitimate. The pipeline's clock follows the replay's event time.
     """
+    # The input events (and whatever the caller holds) live through the whole replay: the
+    # garbage collector's full passes need not walk them again and again.
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    try:
+        return _replay(pipeline, purchases, labels, batch_size, progress, keep_alerts)
+    finally:
+        if freeze:
+            gc.unfreeze()
+
+
+def _replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict], batch_size: int,
+            progress: Callable[[int, int], None] | None, keep_alerts: bool) -> ReplayResult:
     truth = {lb.get("transaction_id"): lb for lb in labels}
     result = ReplayResult(scored=[])
     total = len(purchases) + len(labels)
@@ -102,8 +112,8 @@ def replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict],
     started = time.perf_counter()
 
     def run_purchases() -> None:
-        out = pipeline.process_purchases([Message(orjson.dumps(e), topic="purchase")
-                                          for e in chunk_purchases])
+        out = pipeline.process_purchases([new_message(orjson.dumps(e), None, "purchase", -1, -1,
+                                                      None) for e in chunk_purchases])
         result.n_purchases += len(chunk_purchases)
         result.n_rejected += len(out.dead_letters)
         alerted = set()
@@ -112,15 +122,20 @@ def replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict],
             alerted.add(alert["transaction_id"])
             if keep_alerts:
                 result.alerts.append(alert)
+        scored = result.scored
         for snap in out.snapshots:
-            label = truth.get(snap.transaction_id) or {}
-            result.scored.append(ScoredPurchase(
-                snap.transaction_id, snap.event_ts, snap.card_hash, dict(snap.scores),
-                snap.transaction_id in alerted, bool(label.get("is_fraud", False)),
-                int(label.get("scenario", int(bool(label.get("is_fraud", False)))))))
+            tx = snap.transaction_id
+            label = truth.get(tx)
+            if label:
+                is_fraud = bool(label.get("is_fraud", False))
+                scenario = int(label.get("scenario", int(is_fraud)))
+            else:
+                is_fraud, scenario = False, 0
+            scored.append(ScoredPurchase(tx, snap.event_ts, snap.card_hash, dict(snap.scores),
+                                         tx in alerted, is_fraud, scenario))
 
     def run_labels() -> None:
-        out = pipeline.process_labels([Message(orjson.dumps(e), topic="label")
+        out = pipeline.process_labels([new_message(orjson.dumps(e), None, "label", -1, -1, None)
                                        for e in chunk_labels])
         result.n_labels += len(chunk_labels)
         result.n_rejected += len(out.dead_letters)
@@ -137,11 +152,19 @@ def replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict],
         if progress is not None:
             progress(done, total)
 
+    add_purchase, add_label = chunk_purchases.append, chunk_labels.append
+    n = 0  # events in the chunk
     for event_kind, ts, event in merge_in_time(purchases, labels):
-        if len(chunk_purchases) + len(chunk_labels) >= batch_size:
+        if n >= batch_size:
             flush()
-        clock[0] = max(clock[0], ts)
-        (chunk_purchases if event_kind == "purchase" else chunk_labels).append(event)
+            n = 0
+        if ts > clock[0]:
+            clock[0] = ts
+        if event_kind == "purchase":
+            add_purchase(event)
+        else:
+            add_label(event)
+        n += 1
     flush()
     result.seconds = time.perf_counter() - started
     return result

@@ -78,6 +78,7 @@ APPLIED_LABELS_KEPT = 1_000_000
 # event stays bounded and a restart re-applies no more than it loads.
 CHECKPOINT_MIN_EVENTS = 100_000
 CHECKPOINT_PART = 65_536  # entities per checkpoint row
+STORED_PER_QUERY = 500  # snapshots looked up per query
 
 _tx = attrgetter("transaction_id")
 _ts = attrgetter("event_ts")
@@ -129,6 +130,7 @@ class EmbeddedStore(FeatureStore):
         warm_up(self.config.features)
         self._seen = TransactionSet()
         self._pending: dict[str, Snapshot] = {}
+        self._bodies: dict[str, bytes] = {}  # as stored, of the snapshots labelled since
         self._ops: list = []  # inputs applied since the commit, for the journal
         self._applied: list[str] = []  # transaction ids of the labels applied since the commit
         self._journal_events = 0
@@ -294,13 +296,41 @@ class EmbeddedStore(FeatureStore):
                 out[i] = _as_duplicate(out[j])
         return out
 
+    def _stored_many(self, transaction_ids, clock: float) -> dict[str, tuple[Snapshot, bytes]]:
+        """:meth:`_stored` of many transactions, a few hundred per query, with their bodies."""
+        ids = list(dict.fromkeys(transaction_ids))
+        found: dict[str, tuple[Snapshot, bytes]] = {}
+        horizon = clock - self.config.label_horizon
+        for i in range(0, len(ids), STORED_PER_QUERY):
+            part = ids[i:i + STORED_PER_QUERY]
+            self.round_trips += 1
+            for (body,) in self._db.execute(
+                    "SELECT body FROM snapshots WHERE transaction_id IN "
+                    f"({','.join('?' * len(part))})", part):
+                snap = snapshot_from_bytes(body)
+                if snap.event_ts >= horizon:
+                    found[snap.transaction_id] = snap, body
+        return found
+
     def process_labels(self, labels: Sequence[Label]) -> list[LabelResult]:
         out = []
         with self._mutex:
             tables = self._ready()
             applied = []
+            pending = self._pending
+            clock = tables.clock
+            horizon = clock - self.config.label_horizon
+            # The committed snapshots of the batch in one query; the loop sees the
+            # labels of this batch as it applies them (a repeated label is a duplicate).
+            stored = self._stored_many([lb.transaction_id for lb in labels
+                                        if lb.transaction_id not in pending], clock)
             for label in labels:
-                snap = self.snapshot(label.transaction_id)
+                snap = pending.get(label.transaction_id)
+                body = None
+                if snap is None:
+                    snap, body = stored.get(label.transaction_id, (None, None))
+                elif snap.event_ts < horizon:
+                    snap = None
                 if snap is None:
                     out.append(LabelResult(label, "unknown"))
                 elif snap.label is not None:
@@ -308,6 +338,8 @@ class EmbeddedStore(FeatureStore):
                 else:
                     snap.label = label.is_fraud
                     self._pending[label.transaction_id] = snap
+                    if body is not None and body.endswith(b",null]"):
+                        self._bodies[label.transaction_id] = body
                     self._applied.append(label.transaction_id)
                     applied.append((snap.event_ts, bool(label.is_fraud), snap.user_id,
                                     snap.card_hash, snap.seller_id))
@@ -322,10 +354,26 @@ class EmbeddedStore(FeatureStore):
             if not self._pending and not self._ops:
                 return
             tables = self._ready()
-            snapshot_rows = [(s.transaction_id, s.event_ts, snapshot_to_bytes(s))
-                             for s in self._pending.values()]
+            # A snapshot read back from disk to be labelled changes only its label: its row
+            # is updated (cheaper than replaced); the others are written whole.
+            bodies = self._bodies
+            snapshot_rows, labelled_rows = [], []
+            for s in self._pending.values():
+                tx = s.transaction_id
+                if tx in bodies:
+                    labelled_rows.append((_labelled(bodies[tx], s.label), tx))
+                else:
+                    snapshot_rows.append((tx, s.event_ts, snapshot_to_bytes(s)))
             ops = orjson.dumps(self._ops)
             with self._transaction(on_failure=self._forget_uncommitted):
+                if labelled_rows:
+                    updated = self._db.executemany(
+                        "UPDATE snapshots SET body = ? WHERE transaction_id = ?",
+                        labelled_rows).rowcount
+                    self.round_trips += 1
+                    if updated != len(labelled_rows):  # a row went missing: write them whole
+                        snapshot_rows += [(tx, self._pending[tx].event_ts, body)
+                                          for body, tx in labelled_rows]
                 self._db.executemany("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)",
                                      snapshot_rows)
                 self._db.execute("INSERT INTO journal (ops) VALUES (?)", (ops,))
@@ -346,6 +394,7 @@ class EmbeddedStore(FeatureStore):
                     self._checkpoint()
             self.round_trips += 4
             self._pending.clear()
+            self._bodies.clear()
             self._ops.clear()
             self._applied.clear()
             self.label_seq = label_seq
@@ -386,6 +435,7 @@ class EmbeddedStore(FeatureStore):
         """
         self._tables = None
         self._pending.clear()
+        self._bodies.clear()
         self._ops.clear()
         self._applied.clear()
 
@@ -496,6 +546,20 @@ def snapshot_to_bytes(snap: Snapshot) -> bytes:
         features = list(features.values())
     return orjson.dumps([snap.transaction_id, snap.event_ts, snap.user_id, snap.card_hash,
                          snap.seller_id, features, snap.scores, snap.label])
+
+
+def _labelled(body: bytes, label: bool) -> bytes:
+    """The stored body of an unlabelled snapshot (it ends with its label, ``null``) with
+    ``label`` instead: what :func:`snapshot_to_bytes` gives once the label is set, without
+    writing the features again.
+
+    >>> snap = Snapshot("t1", 0.0, "u", "c", "s", dict.fromkeys(REFERENCE_ORDER, 0.5), {"m": 0.1})
+    >>> body = snapshot_to_bytes(snap)
+    >>> snap.label = True
+    >>> _labelled(body, True) == snapshot_to_bytes(snap)
+    True
+    """
+    return body[:-5] + (b"true]" if label else b"false]")
 
 
 def snapshot_from_bytes(raw: bytes) -> Snapshot:

@@ -103,3 +103,66 @@ def test_the_decoder_never_fails_with_anything_but_invalid_event(raw):
         decode_label(raw)
     except InvalidEvent as exc:
         assert exc.reason in InvalidEvent.REASONS
+
+
+purchase_fields = st.fixed_dictionaries(
+    {k: st.just(v) for k, v in GOOD.items()},
+    optional={"user_registered_at": st.sampled_from(["2020-01-01T00:00:00.250Z", 1_577_836_800_000,
+                                                     "2020-02-30T00:00:00Z", None, True]),
+              "seller_registered_at": st.sampled_from(["2019-05-01T10:00:00+02:00", None, 3.5]),
+              "currency": st.sampled_from(["EUR", None, 3]),
+              "schema_version": st.just(1), "channel": st.just("web")})
+
+
+@settings(max_examples=3000, deadline=None)
+@given(purchase_fields, st.sampled_from(sorted(GOOD)), json_values | st.sampled_from(
+    ["", "x" * 257, 1e12, 0.5, 2.0, 10, 10_000, 10_001, "2023-12-31T23:59:59.999Z",
+     "2030-01-01T00:00:00Z", 1_704_067_200_000]), st.booleans())
+def test_the_plain_purchase_path_accepts_only_what_the_field_by_field_checks_accept(
+        event, field, value, change):
+    """The quick path of the usual purchase returns what the checks one by one return, or
+    leaves the event to them."""
+    from features.schemas import _checked_purchase, _plain_purchase
+
+    obj = {**event, field: value} if change else dict(event)
+    plain = _plain_purchase(obj, NOW)
+    try:
+        checked = _checked_purchase(obj, NOW)
+    except InvalidEvent:
+        assert plain is None
+        return
+    if plain is not None:
+        assert plain == checked and plain.extra == checked.extra
+        assert [type(getattr(plain, f)) for f in plain.__slots__] == \
+            [type(getattr(checked, f)) for f in checked.__slots__]
+
+
+def test_the_usual_purchase_takes_the_plain_path():
+    from features.schemas import _plain_purchase
+
+    event = {**GOOD, "user_registered_at": "2020-01-01T00:00:00.250Z", "currency": "EUR",
+             "seller_registered_at": None}
+    assert _plain_purchase(orjson.loads(orjson.dumps(event)), NOW) == decode_purchase(
+        orjson.dumps(event), now=NOW)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.fixed_dictionaries({
+    "transaction_id": st.sampled_from(["t1", "", "x" * 257, 5, None]),
+    "is_fraud": st.sampled_from([True, False, 1, "true", None]),
+    "label_time": st.sampled_from(["2023-12-31T23:00:00.500Z", "2023-12-31T23:00:00+01:00",
+                                   "someday", "1970-01-01T00:00:00Z", 1_704_067_200_000, None]),
+    "source": st.sampled_from(["chargeback", "", "y" * 257, 3, None])}))
+def test_a_label_decodes_as_its_field_by_field_checks_say(event):
+    """The quick path of the usual label gives what the checks one by one give, errors too."""
+    from features.schemas import _checked_label
+
+    raw = orjson.dumps(event)
+    try:
+        expected = _checked_label(orjson.loads(raw))
+    except InvalidEvent as exc:
+        with pytest.raises(InvalidEvent) as got:
+            decode_label(raw)
+        assert (got.value.reason, got.value.detail) == (exc.reason, exc.detail)
+    else:
+        assert decode_label(raw) == expected

@@ -148,3 +148,27 @@ def test_a_micro_batch_scores_as_each_event_alone():
     assert max(abs(a - b) for a, b in zip(many, one)) < 1e-12
     assert model.score_many(xs[:2] + [{"amount": 5.0}]) == [model.score(x) for x in
                                                           xs[:2] + [{"amount": 5.0}]]
+
+
+@pytest.mark.parametrize("derived,band_width", [(False, 0.0), (True, 0.0), (True, 0.1)])
+def test_the_compiled_kernels_equal_the_array_code_to_the_last_bit(derived, band_width):
+    """Learning and scoring of complete vectors (kernels) against the array code on the same
+    stream: features missing now and then, new features appearing, amounts beyond the bands."""
+    rng = random.Random(4)
+    fast = LinearFraudModel(derived=derived, band_width=band_width)
+    ref = LinearFraudModel(derived=derived, band_width=band_width)
+    names = list(FEATURE_NAMES)
+    for i in range(4000):
+        known = names[:6] if i < 300 else names[:18] if i < 1200 else names
+        x = {k: rng.lognormvariate(3, 1.5) if "amount" in k else rng.uniform(0, 50)
+             for k in known if i % 37 or rng.random() < 0.8}
+        if i % 211 == 0 and "amount" in x:
+            x["amount"] = rng.choice([1e9, 0.0, 1e-9])
+        y = rng.random() < 0.2
+        assert fast.predict_proba_one(x)[True] == ref._predict_arrays(x)
+        fast.learn_one(x, y, w=1.0 if y else 0.5)
+        ref._learn_arrays(x, y, w=1.0 if y else 0.5)
+    assert fast.columns == ref.columns
+    for name in ("count", "mean", "m2", "weights", "_inv_std"):
+        assert np.array_equal(getattr(fast, name), getattr(ref, name)), name
+    assert fast.intercept == ref.intercept

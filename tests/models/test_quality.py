@@ -181,3 +181,27 @@ def test_live_quality_rejects_bad_sizes():
         LiveQuality(window=0)
     with pytest.raises(ValueError):
         LiveQuality(k=0)
+
+
+@pytest.mark.parametrize("window", [7, 700, 3000])
+def test_live_quality_rings_hold_exactly_the_last_labels_whatever_the_report_times(window):
+    """Updates gathered and written in one step: the rings are those of one write per label
+    (more updates between two reports than the ring holds included)."""
+    rng = np.random.default_rng(window)
+    q = LiveQuality(window=window, k=5)
+    ring = {"score": np.zeros(window), "fraud": np.zeros(window, bool),
+            "card": np.zeros(window, np.int64), "day": np.zeros(window, np.int64)}
+    pos = n = 0
+    for i in range(6000):
+        score, fraud, card, ts = float(rng.random()), bool(rng.random() < 0.1), \
+            f"card-{rng.integers(50)}", 1_704_067_200.0 + 500.0 * i
+        q.update("dynamic", score, fraud, card, ts)
+        ring["score"][pos], ring["fraud"][pos] = score, fraud
+        ring["card"][pos], ring["day"][pos] = hash(card), math.floor(ts / DAY)
+        pos, n = (pos + 1) % window, min(window, n + 1)
+        if rng.random() < 0.002 or i == 5999:
+            r = q.report()["dynamic"]
+            w = q._windows["dynamic"]
+            assert (w.pos, w.n, r["n"]) == (pos, n, n)
+            for name, values in ring.items():
+                assert np.array_equal(getattr(w, name), values), name
