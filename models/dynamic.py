@@ -105,11 +105,9 @@ class DynamicModel:
         """
         last = list(self.pipeline.steps.values())[-1]
         if isinstance(last, LinearFraudModel):
-            pushes = last.contributions(dict(x))
-            values = last.values(dict(x))
+            ranked = last.explain(x, top)
         else:
-            pushes = values = dict(x)
-        ranked = sorted((kv for kv in pushes.items() if kv[1] > 0 and math.isfinite(kv[1])),
-                        key=lambda kv: kv[1], reverse=True)[:top]
-        return [{"feature": k, "value": round(float(values[k]), 6), "push": round(v, 4)}
-                for k, v in ranked]
+            ranked = sorted(((k, v, v) for k, v in x.items() if v > 0 and math.isfinite(v)),
+                            key=lambda kvp: kvp[2], reverse=True)[:top]
+        return [{"feature": k, "value": round(float(value), 6), "push": round(push, 4)}
+                for k, value, push in ranked]

@@ -172,3 +172,28 @@ def test_the_compiled_kernels_equal_the_array_code_to_the_last_bit(derived, band
     for name in ("count", "mean", "m2", "weights", "_inv_std"):
         assert np.array_equal(getattr(fast, name), getattr(ref, name)), name
     assert fast.intercept == ref.intercept
+
+
+def test_explain_ranks_what_contributions_and_values_give():
+    rng = random.Random(11)
+    names = ["amount", "card_mean_amount_1d", "user_mean_amount_7d", "card_count_1d", "is_night",
+             "seller_risk_7d"]
+    for band_width in (0.0, 0.1, 1.0):
+        m = LinearFraudModel(derived=True, band_width=band_width)
+        for i in range(600):
+            x = {n: rng.uniform(0, 300) if "amount" in n else rng.random() for n in names}
+            m.learn_one(x, rng.random() < 0.1 + 0.5 * (x["amount"] > 200))
+        for _ in range(200):
+            x = {n: rng.uniform(0, 300) if "amount" in n else rng.random() for n in names}
+            if rng.random() < 0.2:
+                del x[rng.choice(names)]  # a missing feature
+            push, values = m.contributions(x), m.values(x)
+            for top in (1, 3, 10):
+                expected = sorted(((k, values[k], p) for k, p in push.items()
+                                   if p > 0 and math.isfinite(p)),
+                                  key=lambda kvp: kvp[2], reverse=True)[:top]
+                got = m.explain(x, top)
+                assert [k for k, _, _ in got] == [k for k, _, _ in expected]
+                for (_, value, p), (_, value_e, p_e) in zip(got, expected):
+                    assert math.isclose(value, value_e, rel_tol=1e-12)
+                    assert math.isclose(p, p_e, rel_tol=1e-9, abs_tol=1e-12)
