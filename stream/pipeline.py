@@ -208,7 +208,8 @@ class FraudPipeline:
                 if outcome.status == "applied":
                     snap, is_fraud = outcome.snapshot, outcome.label.is_fraud
                     self._on_signals(self.monitor.observe_label(
-                        snap.scores, is_fraud, snap.card_hash, snap.event_ts, self.clock()))
+                        snap.scores, is_fraud, snap.card_hash, snap.event_ts,
+                        outcome.label.label_ts))
                     self.models.learn(snap.features, is_fraud)
                     learned[is_fraud] += 1
             for status, n in statuses.items():
