@@ -361,12 +361,13 @@ class MissedFraudDrift:
     model that has learned since. With the simulator's label delays under
     1% of the usual frauds are labelled within 3 hours (about 6% within 6),
     so that CUSUM keeps most of a quickly reported pattern's evidence and
-    almost none of the noise: about one usual missed fraud in 40,000 labels
-    falls in it. For so rare an event the tested alternative is an absolute
-    rise, ``quick_rise`` more quickly labelled missed frauds per label (by
-    default one in 1,000 labels, about ten a day at 10,000 labels a day),
-    rather than an odds ratio: ``p0 * odds`` would test a pattern adding one
-    such fraud in 10,000 labels and weigh each event at ``log(odds)`` only.
+    almost none of the noise: one usual missed fraud in 30,000 to 45,000
+    labels falls in it. For so rare an event the tested alternative is an
+    absolute rise, ``quick_rise`` more quickly labelled missed frauds per
+    label (by default one in 1,000 labels, about ten a day at 10,000 labels
+    a day), rather than an odds ratio: an odds ratio of 5 would test a
+    pattern adding one such fraud in 8,000 labels and weigh each event at
+    ``log(5)``, 1.6 nats, only.
     Each event now weighs ``log(1 + quick_rise / p0)``, about 3.5 to 4.6 nats,
     and the statistic falls by ``quick_rise`` per label (1 nat per 1,000
     labels): two quick missed frauds a few hundred labels apart warn, and
