@@ -11,16 +11,19 @@ pipeline with monitoring on, and prints:
   before the ring's first purchase, per million events (purchases and
   labels) before it;
 * the detection delay: labels (all, frauds, the ring's) that arrived
-  between the ring's first purchase and the first confirmed drift;
+  between the ring's first purchase and the first confirmed drift, up to
+  the label that confirmed it (and with the rest of its micro-batch);
 * recovery: average precision of the dynamic model per day (scores given
   at scoring time) for the week before the ring and the days after it,
   and how many days after the ring started it was back to the level of the
   week before.
 
-It writes the replay report and ``errors.npz`` (per label: label time,
-dynamic score, is_fraud, scenario, purchase time) for ``bench/drift_offline.py``, which
-feeds that error stream to the detector in seconds, to tune it. (After the
-first detection the recorded scores are those of the adapted model.)
+It writes the replay report and ``errors.npz`` (per label: time it was read,
+dynamic score, is_fraud, scenario, purchase time, the label's own time) for
+``bench/drift_offline.py``, which feeds that error stream to the detector
+in seconds, to tune it. (After the first detection the recorded scores are
+those of the adapted model.) With ``--drift-day`` past ``--days`` there is no
+ring: every detection is a false one.
 """
 
 from __future__ import annotations
@@ -47,9 +50,11 @@ from stream.report import write_report  # noqa: E402
 RING = 9  # the drift scenario's id
 
 
-def record_errors(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict]) -> list:
+def record_errors(pipeline: FraudPipeline, purchases: list[dict],
+                  labels: list[dict]) -> tuple[list, list[int]]:
     """Record every label the monitor sees: (label time, dynamic score, is_fraud, scenario,
-    event time, the label event's own time)."""
+    event time, the label event's own time); and the number of labels seen when each drift
+    of the dynamic model's error stream was confirmed."""
     scenario = {lb["transaction_id"]: int(lb.get("scenario", 0)) for lb in labels}
     by_key = {(p["card_hash"], parse_time(p["event_time"], "event_time")):
               scenario.get(p["transaction_id"], 0) for p in purchases}
@@ -60,10 +65,15 @@ def record_errors(pipeline: FraudPipeline, purchases: list[dict], labels: list[d
         rows.append((pipeline.clock(), scores.get("dynamic", np.nan), bool(is_fraud),
                      by_key.get((card, event_ts), -1), event_ts,
                      np.nan if label_ts is None else label_ts))
-        return observe(scores, is_fraud, card, event_ts, label_ts)
+        signals = observe(scores, is_fraud, card, event_ts, label_ts)
+        if any(s.kind == "drift" and s.detector == "error" and s.signal == "dynamic"
+               for s in signals):
+            confirmed.append(len(rows))
+        return signals
 
+    confirmed: list[int] = []
     pipeline.monitor.observe_label = recorded
-    return rows
+    return rows, confirmed
 
 
 def main() -> None:
@@ -81,7 +91,7 @@ def main() -> None:
                     if p["transaction_id"] in ring_ids), default=float("inf"))
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = FraudPipeline(EmbeddedStore(tmp), ModelRuntime())
-        rows = record_errors(pipeline, sim.purchases, sim.labels)
+        rows, confirmed = record_errors(pipeline, sim.purchases, sim.labels)
         t = time.perf_counter()
         shown = [0]
 
@@ -121,11 +131,17 @@ def main() -> None:
         pass
     elif after:
         first = after[0]["time"]
-        window = (label_t >= drift_at) & (label_t <= first)
-        print(f"drift detected {(first - drift_at) / 3600:.1f} hours and {int(window.sum()):,} "
+        # Labels from the ring's first purchase to the one that confirmed the drift (the
+        # rest of its micro-batch, read at the same clock, is counted apart).
+        start = int(np.searchsorted(label_t, drift_at))
+        end = next(n for n in confirmed if n > start)
+        window = np.zeros(len(label_t), bool)
+        window[start:end] = True
+        batch = int(((label_t >= drift_at) & (label_t <= first)).sum())
+        print(f"drift detected {(first - drift_at) / 3600:.1f} hours and {end - start:,} "
               f"labels after the ring's first purchase ({int((window & is_fraud).sum())} of them "
-              f"frauds, {int((window & (scen == RING)).sum())} of the ring); "
-              f"{len(after)} detection(s) after it")
+              f"frauds, {int((window & (scen == RING)).sum())} of the ring; {batch:,} labels "
+              f"with the rest of its micro-batch); {len(after)} detection(s) after it")
     else:
         print("no detection after the drift started")
     psi = [d for d in pipeline.drift_log if d["detector"] == "psi"]

@@ -149,7 +149,7 @@ def main() -> None:
     started = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     streams = [load(path) for path in args.errors]
-    delays, blocks, labels_before, events_before = [], [], 0, 0
+    blocks, labels_before, events_before = [], 0, 0
     for path, e in zip(args.errors, streams):
         t, scen = e["label_time"], e["scenario"]
         drift_at = e["drift_at"]
