@@ -401,7 +401,8 @@ class MissedFraudDrift:
     about 6 times per million); on 9 M labels of days drawn from those
     replays before their ring, the quick CUSUM never crossed 9 (a pair of
     quick missed frauds close together reaches about 8: that is why the
-    level is 9, not 8) and the first CUSUM crossed 10 once. See
+    level is 9, not 8) and the first CUSUM crossed 10 three times (0.12 per
+    million events). See
     ``bench/drift.py`` for the detection delays and ``bench/drift_offline.py``
     for these checks.
 
