@@ -11,16 +11,19 @@ pipeline with monitoring on, and prints:
   before the ring's first purchase, per million events (purchases and
   labels) before it;
 * the detection delay: labels (all, frauds, the ring's) that arrived
-  between the ring's first purchase and the first confirmed drift;
+  between the ring's first purchase and the first confirmed drift, up to
+  the label that confirmed it (and with the rest of its micro-batch);
 * recovery: average precision of the dynamic model per day (scores given
   at scoring time) for the week before the ring and the days after it,
   and how many days after the ring started it was back to the level of the
   week before.
 
-It writes the replay report and ``errors.npz`` (per label: label time,
-dynamic score, is_fraud, scenario, purchase time) for ``bench/drift_offline.py``, which
-feeds that error stream to the detector in seconds, to tune it. (After the
-first detection the recorded scores are those of the adapted model.)
+It writes the replay report and ``errors.npz`` (per label: time it was read,
+dynamic score, is_fraud, scenario, purchase time, the label's own time) for
+``bench/drift_offline.py``, which feeds that error stream to the detector
+in seconds, to tune it. (After the first detection the recorded scores are
+those of the adapted model.) With ``--drift-day`` past ``--days`` there is no
+ring: every detection is a false one.
 """
 
 from __future__ import annotations
@@ -47,9 +50,11 @@ from stream.report import write_report  # noqa: E402
 RING = 9  # the drift scenario's id
 
 
-def record_errors(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict]) -> list:
+def record_errors(pipeline: FraudPipeline, purchases: list[dict],
+                  labels: list[dict]) -> tuple[list, list[int]]:
     """Record every label the monitor sees: (label time, dynamic score, is_fraud, scenario,
-    event time)."""
+    event time, the label event's own time); and the number of labels seen when each drift
+    of the dynamic model's error stream was confirmed."""
     scenario = {lb["transaction_id"]: int(lb.get("scenario", 0)) for lb in labels}
     by_key = {(p["card_hash"], parse_time(p["event_time"], "event_time")):
               scenario.get(p["transaction_id"], 0) for p in purchases}
@@ -58,11 +63,17 @@ def record_errors(pipeline: FraudPipeline, purchases: list[dict], labels: list[d
 
     def recorded(scores, is_fraud, card, event_ts, label_ts=None):
         rows.append((pipeline.clock(), scores.get("dynamic", np.nan), bool(is_fraud),
-                     by_key.get((card, event_ts), -1), event_ts))
-        return observe(scores, is_fraud, card, event_ts, label_ts)
+                     by_key.get((card, event_ts), -1), event_ts,
+                     np.nan if label_ts is None else label_ts))
+        signals = observe(scores, is_fraud, card, event_ts, label_ts)
+        if any(s.kind == "drift" and s.detector == "error" and s.signal == "dynamic"
+               for s in signals):
+            confirmed.append(len(rows))
+        return signals
 
+    confirmed: list[int] = []
     pipeline.monitor.observe_label = recorded
-    return rows
+    return rows, confirmed
 
 
 def main() -> None:
@@ -75,11 +86,12 @@ def main() -> None:
     config = simulator.preset("drift", n_days=args.days, drift_day=args.drift_day)
     sim = simulator.simulate(config, seed=args.seed)
     ring_ids = {lb["transaction_id"] for lb in sim.labels if lb.get("scenario") == RING}
-    drift_at = min(parse_time(p["event_time"], "e") for p in sim.purchases
-                   if p["transaction_id"] in ring_ids)
+    # Without a ring (--drift-day past --days) every detection is a false one.
+    drift_at = min((parse_time(p["event_time"], "e") for p in sim.purchases
+                    if p["transaction_id"] in ring_ids), default=float("inf"))
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = FraudPipeline(EmbeddedStore(tmp), ModelRuntime())
-        rows = record_errors(pipeline, sim.purchases, sim.labels)
+        rows, confirmed = record_errors(pipeline, sim.purchases, sim.labels)
         t = time.perf_counter()
         shown = [0]
 
@@ -92,12 +104,12 @@ def main() -> None:
         pipeline.close()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    errors = np.array(rows, dtype=float).reshape(-1, 5)
+    errors = np.array(rows, dtype=float).reshape(-1, 6)
     label_t, is_fraud, scen = errors[:, 0], errors[:, 2] > 0, errors[:, 3]
     purchases_before = sum(1 for p in sim.purchases if parse_time(p["event_time"], "e") < drift_at)
     events_before = purchases_before + int((label_t < drift_at).sum())
     np.savez(out / "errors.npz", label_time=label_t, score=errors[:, 1], is_fraud=is_fraud,
-             scenario=scen, event_time=errors[:, 4], drift_at=drift_at,
+             scenario=scen, event_time=errors[:, 4], label_ts=errors[:, 5], drift_at=drift_at,
              purchases_before=purchases_before)
     detections = [d for d in pipeline.drift_log if d["detector"] == "error"
                   and d["signal"] == "dynamic"]
@@ -105,20 +117,31 @@ def main() -> None:
     after = [d for d in detections if d["time"] >= drift_at]
     print(f"\n{result.n_purchases:,} purchases, {result.n_labels:,} labels in "
           f"{result.seconds:.0f}s ({result.events_per_second:,.0f} events/s)")
-    print(f"the fraud ring's first purchase: "
-          f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(drift_at))} UTC; "
-          f"{len(ring_ids):,} ring frauds in all")
+    if ring_ids:
+        print(f"the fraud ring's first purchase: "
+              f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(drift_at))} UTC; "
+              f"{len(ring_ids):,} ring frauds in all")
+    else:
+        print("no fraud ring in this replay: every detection is a false one")
     print(f"false detections before the drift: {len(before)} in {events_before:,} events "
           f"({len(before) / events_before * 1e6:.2f} per million)")
     for d in before:
         print(f"  {time.strftime('%Y-%m-%d %H:%M', time.gmtime(d['time']))}: {d}")
-    if after:
+    if not ring_ids:
+        pass
+    elif after:
         first = after[0]["time"]
-        window = (label_t >= drift_at) & (label_t <= first)
-        print(f"drift detected {(first - drift_at) / 3600:.1f} hours and {int(window.sum()):,} "
+        # Labels from the ring's first purchase to the one that confirmed the drift (the
+        # rest of its micro-batch, read at the same clock, is counted apart).
+        start = int(np.searchsorted(label_t, drift_at))
+        end = next(n for n in confirmed if n > start)
+        window = np.zeros(len(label_t), bool)
+        window[start:end] = True
+        batch = int(((label_t >= drift_at) & (label_t <= first)).sum())
+        print(f"drift detected {(first - drift_at) / 3600:.1f} hours and {end - start:,} "
               f"labels after the ring's first purchase ({int((window & is_fraud).sum())} of them "
-              f"frauds, {int((window & (scen == RING)).sum())} of the ring); "
-              f"{len(after)} detection(s) after it")
+              f"frauds, {int((window & (scen == RING)).sum())} of the ring; {batch:,} labels "
+              f"with the rest of its micro-batch); {len(after)} detection(s) after it")
     else:
         print("no detection after the drift started")
     psi = [d for d in pipeline.drift_log if d["detector"] == "psi"]
@@ -128,6 +151,13 @@ def main() -> None:
              for d in pipeline.drift_log if d["detector"] == "error"]
     metrics = write_report(result, out, models=["dynamic"], drift=drift,
                            title="fraudstream: drift scenario")
+    if ring_ids:
+        recovery(metrics, drift_at)
+    print(f"report: {out}/report.html; error stream: {out}/errors.npz")
+
+
+def recovery(metrics: dict, drift_at: float) -> None:
+    """Daily AP of the dynamic model, the week before the ring and the days after it."""
     days = sorted(metrics["daily"])
     drift_date = time.strftime("%Y-%m-%d", time.gmtime(drift_at))
     daily_ap = {d: metrics["daily"][d]["dynamic"]["average_precision"] for d in days}
@@ -147,7 +177,6 @@ def main() -> None:
     else:
         print(f"daily AP back at its level before the drift on day {back} after the drift "
               f"started (day 0: the day the ring started)")
-    print(f"report: {out}/report.html; error stream: {out}/errors.npz")
 
 
 if __name__ == "__main__":

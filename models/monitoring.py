@@ -76,8 +76,10 @@ class ModelMonitor:
                       event_ts: float, label_ts: float | None = None) -> list[DriftSignal]:
         """A label joined with the scores its transaction got: quality and error drift.
 
-        ``label_ts``: when the label arrived (its delay tells quickly reported
-        frauds from late chargebacks).
+        ``label_ts``: the label event's own time (its ``label_time``, not when a
+        worker read it): the delay from the purchase tells quickly reported
+        frauds from late chargebacks, also for labels delivered late or in a
+        backfill.
         """
         delay = None if label_ts is None else label_ts - event_ts
         signals = []

@@ -215,7 +215,7 @@ class FraudPipeline:
                 if status == "applied":
                     snap, is_fraud = outcome.snapshot, outcome.label.is_fraud
                     signals = observe(snap.scores, is_fraud, snap.card_hash, snap.event_ts,
-                                      self.clock())
+                                      outcome.label.label_ts)
                     if signals:
                         self._on_signals(signals)
                     learn(snap.features, is_fraud)

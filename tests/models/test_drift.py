@@ -211,11 +211,64 @@ def test_missed_frauds_an_improving_model_and_a_restart_after_a_drift():
     assert all(i - signals[0][0] >= 10_000 for i, _ in signals[1:])
 
 
+def with_pattern(rng, n, at, quick_share=0.008):
+    """``n`` stationary labels (a ``quick_share`` of the usual frauds labelled within
+    the hour, as in the replays) with frauds scored like legitimate ones and labelled
+    within the hour inserted at the indices ``at``."""
+    stream = with_delays(rng, missed_stream(rng, n), quick_share)
+    for i in sorted(at, reverse=True):
+        stream.insert(i, (float(rng.beta(1, 30)), True, 0.5 * 3600.0))
+    return stream
+
+
+def first_drift(detector, stream):
+    return next(((i, s) for i, s in run(detector, stream) if s.kind == "drift"), (None, None))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_missed_frauds_five_quick_reports_in_2000_labels_are_confirmed(seed):
+    """A new pattern's first few card-holder reports: five missed frauds labelled
+    within the hour among 1,600 labels. The quick CUSUM, tuned to a rise of one such
+    fraud per 1,000 labels, confirms it by the fifth; an odds ratio of 5 over the
+    frauds labelled within 6 hours (the earlier design) does not within 2,000."""
+    events = [300, 600, 900, 1200, 1500]
+    prefix_rng, rng = np.random.default_rng(50 + seed), np.random.default_rng(60 + seed)
+    prefix = with_delays(prefix_rng, missed_stream(prefix_rng, 70_000), 0.008)
+    stream = prefix + with_pattern(rng, 2_000, events)
+    d = MissedFraudDrift("dynamic")
+    at, sig = first_drift(d, stream)
+    # (each insertion shifts the later events by one label)
+    assert at is not None and 70_000 + events[1] <= at <= 70_000 + events[-1] + 4, at
+    assert sig.stratum == "fraud, quick" and sig.statistic >= d.levels["fraud, quick"][1]
+    old = MissedFraudDrift("dynamic", quick_delay=6 * 3600.0, quick_rise=None,
+                           quick_odds_ratio=5.0, quick_threshold=8.0)
+    at_old, _ = first_drift(old, stream)
+    assert at_old is None
+
+
+def test_missed_frauds_two_quick_reports_warn_but_do_not_confirm():
+    """Two usual missed frauds reported within the hour, 500 labels apart: the rare
+    coincidence that a drift level of 8 would take for a drift (the reason for 9)."""
+    rng = np.random.default_rng(70)
+    prefix = with_delays(rng, missed_stream(rng, 70_000), quick_share=0.0)
+    d = MissedFraudDrift("dynamic")
+    assert run(d, prefix) == []
+    signals, highest = [], 0.0
+    for s, y, delay in with_pattern(rng, 3_000, [1_000, 1_500], quick_share=0.0):
+        if (sig := d.update(s, y, delay)) is not None:
+            signals.append((sig.kind, sig.stratum))
+        highest = max(highest, d.cusums["fraud, quick"].stat)
+    assert signals == [("warning", "fraud, quick")]
+    assert 8.0 < highest < 9.0  # each event weighs log(1 + 0.001 / p0), 4.6 nats at most
+
+
 def test_missed_frauds_bad_parameters_are_rejected():
     with pytest.raises(ValueError):
         MissedFraudDrift(threshold=5, warning_threshold=6)
     with pytest.raises(ValueError):
         MissedFraudDrift(odds_ratio=1.0)
+    with pytest.raises(ValueError):
+        MissedFraudDrift(quick_rise=0.0)
 
 
 def psi_by_hand(reference, current, bins=10):

@@ -101,3 +101,22 @@ def test_labels_for_unknown_transactions_are_counted_and_dropped(pipeline):
     assert [d.reason for d in result.dead_letters] == ["missing_field"]
     assert sample(pipeline, "fraudstream_events_total", kind="label", outcome="unknown") == 1
     assert pipeline.models.dynamic.n_labels == 0
+
+
+def test_the_monitor_gets_each_label_s_own_time_not_the_worker_s_clock(pipeline):
+    """A label delivered days late (a backlog, a backfill) keeps its own delay: one
+    reported an hour after the purchase counts as quick for the error-drift detector."""
+    pipeline.process_purchases(msgs(purchase(1), purchase(2)))
+    seen = []
+    observe = pipeline.monitor.observe_label
+
+    def record(scores, is_fraud, card, event_ts, label_ts=None):
+        seen.append(label_ts - event_ts)
+        return observe(scores, is_fraud, card, event_ts, label_ts)
+
+    pipeline.monitor.observe_label = record
+    pipeline.clock = lambda: T0 / 1000 + 10 * 86_400  # the worker reads them ten days later
+    pipeline.process_labels(msgs(label(1, True), label(2, False)))
+    assert seen == [3_600.0, 3_600.0]
+    detector = pipeline.monitor.errors["dynamic"]
+    assert detector.n_seen == 2 and detector.n_frauds == 1
