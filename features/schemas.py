@@ -171,7 +171,7 @@ def format_time(ts: float) -> str:
     >>> format_time(1522540800.25)
     '2018-04-01T00:00:00.250Z'
     """
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _load_object(raw: bytes | str | None, max_bytes: int) -> dict[str, Any]:

@@ -38,6 +38,9 @@ from numba import njit
 from river import base
 
 
+# Below this many rows a batch is scored row by row by the compiled kernel: measured,
+# 7 µs a row against 31 µs for a one-row matrix; the matrix wins from about 8-16 rows.
+MATRIX_MIN_ROWS = 8
 BAND_LOW, BAND_HIGH = 0.5, 8.0  # log1p(amount) from about 0.65 to 3,000; the ends are open
 
 
@@ -300,7 +303,9 @@ class LinearFraudModel(base.Classifier):
 
         Equal to :meth:`predict_proba_one` for each (to rounding in the dot
         product); one matrix instead of a vector per event. Dicts with a
-        missing or a new feature go through :meth:`predict_proba_one`.
+        missing or a new feature go through :meth:`predict_proba_one`, and so
+        does a batch of fewer than :data:`MATRIX_MIN_ROWS` (a live stream's
+        usual one to a few events), for which building the matrix costs more.
 
         >>> m = LinearFraudModel(derived=True, band_width=0.1)
         >>> m.learn_one({"amount": 900.0, "card_mean_amount_1d": 100.0}, True)
@@ -311,7 +316,7 @@ class LinearFraudModel(base.Classifier):
         True
         """
         n, getter = self._n_base, self._getter
-        if getter is None or any(len(x) != n for x in xs):
+        if getter is None or len(xs) < MATRIX_MIN_ROWS or any(len(x) != n for x in xs):
             return [self.predict_proba_one(x)[True] for x in xs]
         try:
             rows = [getter(x) for x in xs]

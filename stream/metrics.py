@@ -84,3 +84,20 @@ class Metrics:
         self.store_seconds = Histogram(
             "fraudstream_store_seconds", "Feature store time per micro-batch, by operation",
             ["operation"], buckets=LATENCY_BUCKETS, registry=r)
+        self._children: dict = {}
+
+    def child(self, metric, *values: str):
+        """``metric.labels(*values)`` (values in the order of its label names), looked up once.
+
+        The pipeline asks for a few children per micro-batch; ``labels``
+        validates and locks each time, which costs more than the update.
+
+        >>> m = Metrics()
+        >>> m.child(m.events, "purchase", "scored") is m.events.labels(kind="purchase", outcome="scored")
+        True
+        """
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found

@@ -138,15 +138,15 @@ class FraudPipeline:
             snap.scores.update(scores)  # kept with the snapshot for live quality later
         t2 = time.perf_counter()
         self.store.commit()
-        m.store_seconds.labels(operation="purchases").observe(time.perf_counter() - t2 + t1 - t0)
+        m.child(m.store_seconds, "purchases").observe(time.perf_counter() - t2 + t1 - t0)
         self._on_signals(self.monitor.observe_scored([s.features for s in snapshots],
                                                      decision.scores))
 
         scored_at = time.time()
         champion = decision.champion
         self._report_versions(decision.versions)
-        histograms = {name: m.scores.labels(model=name) for name in decision.scores[0]}
-        latency = m.latency.labels(kind="purchase")
+        histograms = {name: m.child(m.scores, name) for name in decision.scores[0]}
+        latency = m.child(m.latency, "purchase")
         duplicates = 0
         for snap, scores, msg, p in zip(snapshots, decision.scores, sources, purchases):
             for name, value in scores.items():
@@ -157,14 +157,14 @@ class FraudPipeline:
                 result.alerts.append((snap.transaction_id.encode(), orjson.dumps(alert)))
             if msg.timestamp:
                 latency.observe(max(0.0, scored_at - msg.timestamp))
-        m.events.labels(kind="purchase", outcome="scored").inc(len(snapshots) - duplicates)
+        m.child(m.events, "purchase", "scored").inc(len(snapshots) - duplicates)
         if duplicates:
-            m.events.labels(kind="purchase", outcome="duplicate").inc(duplicates)
+            m.child(m.events, "purchase", "duplicate").inc(duplicates)
         if result.alerts:
-            m.alerts.labels(model=champion).inc(len(result.alerts))
+            m.child(m.alerts, champion).inc(len(result.alerts))
         self._count_rejected("purchase", result)
-        m.batch_seconds.labels(kind="purchase").observe(time.perf_counter() - started)
-        m.batch_size.labels(kind="purchase").observe(len(messages))
+        m.child(m.batch_seconds, "purchase").observe(time.perf_counter() - started)
+        m.child(m.batch_size, "purchase").observe(len(messages))
         return result
 
     def _alert(self, snap: Snapshot, p, scores: dict[str, float], decision, scored_at: float,
@@ -205,7 +205,7 @@ class FraudPipeline:
             # Nothing is learned or counted before the state is durable: a batch whose commit
             # fails is retried from scratch.
             self.store.commit()
-            m.store_seconds.labels(operation="labels").observe(time.perf_counter() - t0)
+            m.child(m.store_seconds, "labels").observe(time.perf_counter() - t0)
             statuses: dict[str, int] = {}
             learned = [0, 0]  # legitimate, fraud
             observe, learn = self.monitor.observe_label, self.models.learn
@@ -221,10 +221,10 @@ class FraudPipeline:
                     learn(snap.features, is_fraud)
                     learned[is_fraud] += 1
             for status, n in statuses.items():
-                m.events.labels(kind="label", outcome=status).inc(n)
+                m.child(m.events, "label", status).inc(n)
             for is_fraud, n in enumerate(learned):
                 if n:
-                    m.labels_learned.labels(is_fraud=str(bool(is_fraud)).lower()).inc(n)
+                    m.child(m.labels_learned, "true" if is_fraud else "false").inc(n)
             self.models.label_seq = getattr(self.store, "label_seq", 0)
             if self.on_labelled is not None:
                 self.on_labelled([(o.snapshot, o.label.is_fraud) for o in outcomes
@@ -233,12 +233,13 @@ class FraudPipeline:
             self._report_versions(self.models.versions())
             self._report_quality()
             done = time.time()
+            latency = m.child(m.latency, "label")
             for msg in sources:
                 if msg.timestamp:
-                    m.latency.labels(kind="label").observe(max(0.0, done - msg.timestamp))
+                    latency.observe(max(0.0, done - msg.timestamp))
         self._count_rejected("label", result)
-        m.batch_seconds.labels(kind="label").observe(time.perf_counter() - started)
-        m.batch_size.labels(kind="label").observe(len(messages))
+        m.child(m.batch_seconds, "label").observe(time.perf_counter() - started)
+        m.child(m.batch_size, "label").observe(len(messages))
         return result
 
     def _count_rejected(self, kind: str, result: BatchResult) -> None:
@@ -279,7 +280,7 @@ class FraudPipeline:
 
     def _report_versions(self, versions: dict[str, int]) -> None:
         for name, version in versions.items():
-            self.metrics.model_version.labels(model=name).set(version)
+            self.metrics.child(self.metrics.model_version, name).set(version)
 
     def tick(self) -> None:
         """Work that is due by time, not by events (a worker calls it every second).
