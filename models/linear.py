@@ -482,15 +482,7 @@ def _fill(b, n_ratios, band_start, edges, v):
             v[band_start + lo] = 1.0
 
 
-@njit(cache=True)
-def _gradient(y, raw):  # _log_loss_gradient
-    sign = 1.0 if y else -1.0
-    z = raw * sign
-    if z > 18.0:
-        return math.exp(-z) * -sign
-    if z < -18.0:
-        return -sign
-    return -sign / (math.exp(z) + 1.0)
+_gradient = njit(cache=True)(_log_loss_gradient)  # the same function, compiled for the kernels
 
 
 @njit(cache=True)
