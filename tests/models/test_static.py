@@ -250,4 +250,9 @@ def test_a_runtime_attaches_a_static_model_while_running_and_blends_it(trained, 
     scores = rt.score_batch([x]).scores[0]
     assert rt.champion == "blend" and rt.models() == ("dynamic", "static", "blend")
     assert scores["static"] == pytest.approx(StaticModel.load(info.model_dir).score(x))
-    assert scores["blend"] == pytest.approx(0.5 * scores["dynamic"] + 0.5 * scores["static"])
+    logit = np.log(scores["dynamic"] / (1 - scores["dynamic"])) * 0.5 \
+        + np.log(scores["static"] / (1 - scores["static"])) * 0.5
+    assert scores["blend"] == pytest.approx(1 / (1 + np.exp(-logit)))  # log-odds by default
+    rt.blend, rt.blend_weight = "mean", 0.25
+    scores = rt.score_batch([x]).scores[0]
+    assert scores["blend"] == pytest.approx(0.25 * scores["dynamic"] + 0.75 * scores["static"])
