@@ -357,9 +357,10 @@ def train_static(log: FeatureLog, out_dir: str | os.PathLike, *, validation_shar
     so scores are probabilities at the real fraud rate (comparable to the
     dynamic model's, under one alert threshold). With ``balanced`` frauds
     weigh ``n_legit / n_frauds`` times more and the log of that ratio is
-    taken off the output bias afterwards; on the handbook preset (bench/quality.py)
-    that lowered the test week's average precision, 0.626 against 0.654
-    (mean of three seeds), as weighting did for the dynamic model.
+    taken off the output bias afterwards; on the handbook preset
+    (bench/quality.py replayed from 2018-07-01, trained from 2018-07-08) that
+    lowered the test week's average precision, 0.626 against 0.654 (mean of
+    seeds 0-2), as weighting did for the dynamic model.
     ``members`` networks (seeds ``seed``, ``seed + 1``, ...) can be trained
     and served as one (:func:`merge_networks`): their log-odds averaged. Training stops when the
     validation PR-AUC has not improved for ``patience`` epochs and keeps the
