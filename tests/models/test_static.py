@@ -261,6 +261,7 @@ def test_training_needs_frauds_on_both_sides_of_the_time_split(tmp_path, app):
 
 
 def test_a_runtime_attaches_a_static_model_while_running_and_blends_it(trained, tmp_path):
+    from models.champion import EPS
     from models.serving import ModelRuntime
 
     info, log = trained
@@ -274,8 +275,8 @@ def test_a_runtime_attaches_a_static_model_while_running_and_blends_it(trained, 
     scores = rt.score_batch([x]).scores[0]
     assert rt.champion == "blend" and rt.models() == ("dynamic", "static", "blend")
     assert scores["static"] == pytest.approx(StaticModel.load(info.model_dir).score(x))
-    logit = np.log(scores["dynamic"] / (1 - scores["dynamic"])) * 0.5 \
-        + np.log(scores["static"] / (1 - scores["static"])) * 0.5
+    d, s = (np.clip(scores[m], EPS, 1 - EPS) for m in ("dynamic", "static"))
+    logit = 0.5 * np.log(d / (1 - d)) + 0.5 * np.log(s / (1 - s))
     assert scores["blend"] == pytest.approx(1 / (1 + np.exp(-logit)))  # log-odds by default
     rt.blend, rt.blend_weight = "mean", 0.25
     scores = rt.score_batch([x]).scores[0]
