@@ -2,9 +2,9 @@
 
 One :class:`ModelRuntime` per worker. Every model scores every event: the
 dynamic model, the static model when one is configured, and their ``blend``
-(``blend_weight`` times the dynamic score plus the rest times the static
-one). The ``champion`` (a setting) decides alerts; the others run in shadow
-and are measured the same way.
+(by default in log-odds, ``blend_weight`` on the dynamic score: see
+:mod:`models.champion`). The ``champion`` (a setting) decides alerts; the
+others run in shadow and are measured the same way.
 
 Every worker scores; the worker that
 receives labels learns and publishes a new version of the dynamic model every
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from models.champion import blend_many, check_blend
 from models.drift import log_loss
 from models.dynamic import DynamicModel
 from models.registry import ModelRegistry
@@ -57,7 +58,7 @@ class ModelRuntime:
                  publish_every_seconds: float = 30.0, refresh_seconds: float = 1.0,
                  warmup_frauds: int = 10, warmup_legit: int = 100,
                  static_model_dir: str | None = None, champion: str = "dynamic",
-                 blend_weight: float = 0.5):
+                 blend_weight: float = 0.5, blend: str = "logit"):
         self.registry = registry
         self.kind = kind
         self.fraud_weight = fraud_weight
@@ -81,6 +82,7 @@ class ModelRuntime:
         self.static_dir = static_model_dir or None
         self._static_stamp = None
         self.blend_weight = blend_weight
+        self.blend = check_blend(blend)
         if champion not in ("dynamic", "static", "blend"):
             raise ValueError(f"unknown champion {champion!r}: dynamic, static or blend")
         if champion != "dynamic" and not self.static_dir:
@@ -168,9 +170,10 @@ class ModelRuntime:
         if self.static is None:
             scores = [{"dynamic": d} for d in dynamic]
         else:
-            w = self.blend_weight
-            scores = [{"dynamic": d, "static": s, "blend": w * d + (1 - w) * s}
-                      for d, s in zip(dynamic, self.static.score_dicts(xs))]
+            static = self.static.score_dicts(xs)
+            blended = blend_many(dynamic, static, self.blend_weight, self.blend).tolist()
+            scores = [{"dynamic": d, "static": s, "blend": b}
+                      for d, s, b in zip(dynamic, static, blended)]
         return Decision(scores, self.champion, self.versions(), self.ready())
 
     def versions(self) -> dict[str, int]:

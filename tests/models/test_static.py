@@ -119,8 +119,32 @@ def test_the_model_learns_a_separable_pattern_and_validates_on_the_latest_time(t
     val = slice(info.n_train, None)
     assert roc_auc(log.y[val], model.score_matrix(log.X[val])) == pytest.approx(info.roc_auc,
                                                                                 abs=1e-4)
-    # the class weighting is undone: scores are probabilities near the true fraud rate
+    # rows weigh the same: scores are probabilities near the true fraud rate
     assert model.score_matrix(log.X).mean() == pytest.approx(log.y.mean(), abs=0.08)
+    assert info.metadata["training"]["class_weight"] == {"0": 1.0, "1": 1.0}
+
+
+def test_balanced_classes_weigh_frauds_up_and_shift_the_output_back(tmp_path):
+    log = as_log(synthetic_rows())
+    info = train_static(log, tmp_path / "m", seed=0, balanced=True, **FAST)
+    training = info.metadata["training"]
+    n_train_frauds = int(log.y[:info.n_train].sum())
+    ratio = (info.n_train - n_train_frauds) / n_train_frauds
+    assert training["class_weight"]["1"] / training["class_weight"]["0"] == pytest.approx(ratio)
+    assert training["output_bias_shift"] == pytest.approx(-np.log(ratio))
+    scores = StaticModel.load(info.model_dir).score_matrix(log.X)
+    assert scores.mean() == pytest.approx(log.y.mean(), abs=0.08)  # not the weighted rate
+    assert info.roc_auc > 0.9
+
+
+def test_the_network_shape_and_dropout_are_settings(tmp_path):
+    log = as_log(synthetic_rows(200))
+    info = train_static(log, tmp_path / "m", seed=0, hidden_units=(8,), dropout=0.0, epochs=2,
+                        batch_size=32)
+    model = StaticModel.load(info.model_dir)
+    assert [w.shape for w, _, _ in model.layers] == [(len(FEATURE_NAMES), 8), (8, 1)]
+    assert not any(type(layer).__name__ == "Dropout" for layer in model.keras_model.layers)
+    assert info.metadata["training"]["hidden_units"] == [8]
 
 
 def test_preprocessing_comes_from_the_training_part_only(trained):
@@ -237,6 +261,7 @@ def test_training_needs_frauds_on_both_sides_of_the_time_split(tmp_path, app):
 
 
 def test_a_runtime_attaches_a_static_model_while_running_and_blends_it(trained, tmp_path):
+    from models.champion import EPS
     from models.serving import ModelRuntime
 
     info, log = trained
@@ -250,4 +275,27 @@ def test_a_runtime_attaches_a_static_model_while_running_and_blends_it(trained, 
     scores = rt.score_batch([x]).scores[0]
     assert rt.champion == "blend" and rt.models() == ("dynamic", "static", "blend")
     assert scores["static"] == pytest.approx(StaticModel.load(info.model_dir).score(x))
-    assert scores["blend"] == pytest.approx(0.5 * scores["dynamic"] + 0.5 * scores["static"])
+    d, s = (np.clip(scores[m], EPS, 1 - EPS) for m in ("dynamic", "static"))
+    logit = 0.5 * np.log(d / (1 - d)) + 0.5 * np.log(s / (1 - s))
+    assert scores["blend"] == pytest.approx(1 / (1 + np.exp(-logit)))  # log-odds by default
+    rt.blend, rt.blend_weight = "mean", 0.25
+    scores = rt.score_batch([x]).scores[0]
+    assert scores["blend"] == pytest.approx(0.25 * scores["dynamic"] + 0.75 * scores["static"])
+
+
+def test_members_are_served_as_one_network_averaging_their_log_odds(tmp_path):
+    log = as_log(synthetic_rows(300, seed=3))
+    fast = dict(epochs=3, batch_size=32, learning_rate=0.01)
+    single = [StaticModel.load(train_static(log, tmp_path / f"s{k}", seed=k, **fast).model_dir)
+              for k in (0, 1)]
+    info = train_static(log, tmp_path / "both", seed=0, members=2, **fast)
+    both = StaticModel.load(info.model_dir)
+    assert [w.shape for w, _, _ in both.layers] == [(len(FEATURE_NAMES), 128), (128, 64),
+                                                   (64, 1)]
+    logits = [np.log(p / (1 - p)) for p in (m.score_matrix(log.X) for m in single)]
+    expected = 1 / (1 + np.exp(-(logits[0] + logits[1]) / 2))
+    np.testing.assert_allclose(both.score_matrix(log.X), expected, atol=1e-5, rtol=0)
+    keras_scores = both.keras_model(both.prepare(log.X)).numpy().ravel()
+    np.testing.assert_allclose(keras_scores, expected, atol=1e-5, rtol=0)
+    assert info.metadata["training"]["members"] == 2
+    assert len(info.metadata["training"]["best_epoch"]) == 2
