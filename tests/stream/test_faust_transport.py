@@ -23,6 +23,20 @@ def test_installed_on_the_pinned_faust(tmp_path):
     assert isinstance(app.transport, faust_transport.FastHandoffTransport)
     assert app.transport.Consumer is faust_transport.FastHandoffConsumer
     assert issubclass(faust_transport.FastHandoffConsumer, aiokafka_driver.Consumer)
+    assert isinstance(app.monitor, faust_transport.LeanMonitor)
+
+
+def test_the_lean_monitor_keeps_what_the_stall_check_reads():
+    # Faust's aiokafka driver logs a stalled stream from stream_inbound_time.
+    from faust.sensors import Monitor
+    from faust.types import TP
+
+    monitor = faust_transport.LeanMonitor()
+    tp = TP("purchases", 0)
+    assert monitor.on_stream_event_in(tp, 5, object(), object()) is None
+    assert monitor.stream_inbound_time[tp] > 0
+    for hook in ("on_message_in", "on_stream_event_in", "on_stream_event_out", "on_message_out"):
+        assert hook in vars(Monitor), hook  # the hooks it overrides are still Faust's
 
 
 def test_another_faust_keeps_its_own_consumer(tmp_path, monkeypatch, caplog):
