@@ -46,7 +46,8 @@ def build_pipeline(settings: Settings, metrics: Metrics | None = None) -> FraudP
                            warmup_frauds=settings.warmup_frauds,
                            warmup_legit=settings.warmup_legit,
                            static_model_dir=settings.static_model_dir or None,
-                           champion=settings.champion, blend_weight=settings.blend_weight)
+                           champion=settings.champion, blend_weight=settings.blend_weight,
+                           blend=settings.blend)
     on_labelled = None
     if settings.feature_log:
         on_labelled = FeatureLogAppender(settings.feature_log).append

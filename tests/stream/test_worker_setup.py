@@ -1,4 +1,4 @@
-"""The worker settles its heap once running: full collections skip what lives as long as it."""
+"""How the worker sets itself up: its heap once running, its models from settings."""
 
 from __future__ import annotations
 
@@ -21,3 +21,15 @@ def test_settle_heap_freezes_what_lives_and_makes_young_passes_rarer():
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+def test_the_blend_setting_reaches_the_models(tmp_path):
+    from stream.app import build_pipeline
+    from stream.settings import Settings
+
+    for how in ("logit", "mean"):
+        pipeline = build_pipeline(Settings(data_dir=str(tmp_path / how), blend=how))
+        try:
+            assert pipeline.models.blend == how
+        finally:
+            pipeline.close()
