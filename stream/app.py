@@ -99,6 +99,8 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    log.info("%d long-lived objects frozen out of the garbage collector's full passes",
+             gc.get_freeze_count())
 
 
 def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
@@ -213,14 +215,14 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
         logging.shutdown()
         os._exit(70)
 
-    heap = {"settled": False}
-
     @app.timer(interval=1.0)
     async def tick() -> None:
         pipeline.tick()
-        if not heap["settled"]:
-            heap["settled"] = True
-            settle_heap()
+
+    @app.task
+    async def settle_once_started() -> None:
+        await asyncio.sleep(1.0)  # Faust's services, the consumer and the agents are up
+        settle_heap()
 
     @app.agent(purchases)
     async def score_purchases(stream):
