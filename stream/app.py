@@ -118,7 +118,11 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=settings.heartbeat_seconds,
         broker_commit_interval=1.0,
-        producer_linger_ms=1,
+        # Alerts leave as soon as they are handed over: a 1 ms linger cost about
+        # 1.5 ms of produce -> alert at the median (aiokafka's sender waits for it and
+        # then for its next turn); under load batches still form while a request is
+        # in flight.
+        producer_linger_ms=0,
         producer_max_request_size=settings.kafka_max_message_bytes,
         consumer_max_fetch_size=settings.kafka_max_message_bytes,
         stream_buffer_maxsize=max(4096, 4 * settings.batch_size),
