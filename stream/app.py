@@ -129,7 +129,7 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
         topic_partitions=settings.purchases_partitions,
     )
     faust_transport.install(app)
-    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    raw = dict(schema=faust_transport.RawSchema())
     purchases = app.topic(settings.topic_purchases,
                           partitions=settings.purchases_partitions, **raw)
     labels = app.topic(settings.topic_labels, partitions=1, **raw)

@@ -5,6 +5,8 @@ Its behaviour on a real broker is what every worker integration test runs on.
 
 from __future__ import annotations
 
+import asyncio
+
 import faust
 import pytest
 from faust.transport.drivers import aiokafka as aiokafka_driver
@@ -63,3 +65,59 @@ def test_the_attributes_it_relies_on_exist(tmp_path, name):
     consumer = app.consumer
     assert isinstance(consumer, faust_transport.FastHandoffConsumer)
     assert hasattr(consumer, name)
+
+
+def _record(key, value, headers=()):
+    from faust.types import TP
+    from faust.types.tuples import Message
+
+    return Message("purchases", 0, 7, 1.5, 0, headers, key, value, None, tp=TP("purchases", 0))
+
+
+@pytest.mark.parametrize("key,value,headers", [
+    (b"k1", b'{"transaction_id": "t1"}', ()),
+    (None, b"not json at all", [("h", b"v")]),
+    (b"k2", None, ()),
+    (None, None, ()),
+    (b"", b"", ()),
+])
+def test_the_raw_schema_builds_the_events_faust_would(tmp_path, key, value, headers):
+    app = _app(tmp_path)
+    ours = faust_transport.RawSchema().compile(app)
+    faust_own = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
+                             value_serializer="raw").compile(app)
+    message = _record(key, value, headers)
+    got, want = asyncio.run(ours(message)), asyncio.run(faust_own(message))
+    assert type(got) is type(want)
+    assert (got.key, got.value, got.headers, got.message) == (want.key, want.value, want.headers,
+                                                              want.message)
+    assert got.key is key and got.value is value  # the very objects, not copies
+
+
+def test_the_raw_schema_leaves_other_payloads_to_faust(tmp_path):
+    app = _app(tmp_path)
+    ours = faust_transport.RawSchema().compile(app)
+    got = asyncio.run(ours(_record("text key", bytearray(b"v"))))
+    assert (got.key, got.value) == (b"text key", b"v")  # converted by Faust's raw codec
+
+
+def test_the_ebb_check_waits_only_on_a_full_producer_buffer(tmp_path, monkeypatch):
+    app = _app(tmp_path)
+    assert faust_transport.install(app)
+    buffer = app.producer.buffer
+    assert "wait_until_ebb" in vars(buffer)  # the instance's own check, not the class's
+    flushed = []
+
+    async def flush_atmost(n):
+        flushed.append(n)
+        while buffer.pending.qsize():
+            buffer.pending.get_nowait()
+        return n
+
+    monkeypatch.setattr(buffer, "flush_atmost", flush_atmost)
+    asyncio.run(buffer.wait_until_ebb())
+    assert flushed == []
+    for _ in range(buffer.max_messages + 1):
+        buffer.pending.put_nowait(object())
+    asyncio.run(buffer.wait_until_ebb())
+    assert flushed == [buffer.max_messages]
