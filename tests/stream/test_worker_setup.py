@@ -33,3 +33,14 @@ def test_the_blend_setting_reaches_the_models(tmp_path):
             assert pipeline.models.blend == how
         finally:
             pipeline.close()
+
+
+def test_the_blend_floor_setting_reaches_the_models(tmp_path):
+    from stream.app import build_pipeline
+    from stream.settings import Settings
+
+    pipeline = build_pipeline(Settings(data_dir=str(tmp_path), blend_floor=0.002))
+    try:
+        assert pipeline.models.blend_floor == 0.002
+    finally:
+        pipeline.close()
