@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/quality.py [--seeds 0 1 2] [--jobs 2] [--start 2018-06-01]
                                       [--train-from 2018-06-08] [--blend logit]
-                                      [--blend-weight W] [--dump DIR]
+                                      [--blend-weight W] [--no-floor] [--dump DIR]
+                                      [--members N] [--hidden-units 64 32] [--dropout D]
+                                      [--learning-rate LR] [--batch-size B]
 
 For each seed: simulate the handbook preset (one card per user, every label
 exactly 7 days after its purchase), then replay it through the pipeline
@@ -26,7 +28,9 @@ see less: the dynamic model's AP was 0.011 lower and the static model's
 3. the champion blends the two scores (:mod:`models.champion`), by default
    in log-odds with the weight chosen on the last training week by a probe
    static model trained up to a label delay before it (see
-   :func:`choose_weight`); nothing of the test week chooses anything;
+   :func:`choose_weight`), the dynamic score counted as no lower than its
+   median over that week (``--no-floor``: as it is); nothing of the test
+   week chooses anything;
 4. through the test week, every purchase is scored by the dynamic model
    (still learning online), the static model and the champion.
 
@@ -37,6 +41,11 @@ after removing the cards already known to be compromised before each test
 day (a fraud since the start of the training week whose label had arrived).
 Prints each seed and the mean ± sd over the seeds beside the published
 figures, and the oracle (perfect scores) as the ceiling of CP@100.
+
+The static model's options (``--members``, ``--hidden-units``, ...) apply to
+both the static model and the probe; by default they are
+:func:`models.static.train_static`'s. ``--dump`` saves, per seed, what the
+evaluation saw (scores, features, the feature log) to study models offline.
 """
 
 from __future__ import annotations
@@ -60,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from features.schemas import FEATURE_NAMES, parse_time  # noqa: E402
 from features.state import DAY  # noqa: E402
 from features.store.embedded import EmbeddedStore  # noqa: E402
-from models.champion import BLENDS, choose_blend_weight  # noqa: E402
+from models.champion import BLENDS, choose_blend_weight, dynamic_floor  # noqa: E402
 from models.feature_log import FeatureLog  # noqa: E402
 from models.quality import average_precision, card_precision_at_k, roc_auc  # noqa: E402
 from models.serving import ModelRuntime  # noqa: E402
@@ -75,6 +84,7 @@ PUBLISHED = [("logistic regression", 0.871, 0.606, 0.291),
 TARGET = (0.88, 0.70, 0.31)
 TEST_START, TEST_DAYS, GAP_DAYS, TRAIN_DAYS = "2018-08-08", 7, 7, 7
 VALIDATION_SHARE = 0.2  # latest share of the static model's weeks: early stopping, blend weight
+FLOOR_QUANTILE = 0.5  # the dynamic score's floor in the blend: its median over the last week
 MODELS = ("dynamic", "static", "blend")
 LABELS = {"dynamic": "dynamic (online, learns in the stream)",
           "static": "static (Keras, trained on the training weeks)",
@@ -142,8 +152,8 @@ class _LogCollector:
 
 
 def choose_weight(collect: _LogCollector, train_from: str, scored: dict, how: str,
-                  out_dir: Path, seed: int, static_options: dict
-                  ) -> tuple[float, dict[float, float], int]:
+                  out_dir: Path, seed: int, static_options: dict, floor_quantile: float | None
+                  ) -> tuple[float, dict[float, float], int, float]:
     """The champion's weight, chosen the way the test week will use the blend.
 
     In the test week the static model is a label delay (7 days) and more
@@ -153,8 +163,11 @@ def choose_weight(collect: _LogCollector, train_from: str, scored: dict, how: st
     log up to the gap before the last training week, and the weight is the
     one whose blend has the best AP over that week: the probe's scores
     beside the dynamic model's online scores (each made before its label
-    came). Nothing of the test week is used. Returns the weight, the AP of
-    each weight tried and the week's number of transactions.
+    came). With ``floor_quantile`` the dynamic score's floor in the blend is
+    that quantile of its scores over the week (:func:`dynamic_floor`), and
+    the weight is chosen with it. Nothing of the test week is used. Returns
+    the weight, the AP of each weight tried, the week's number of
+    transactions and the floor (0: none).
     """
     from models.static import StaticModel, train_static
 
@@ -166,13 +179,15 @@ def choose_weight(collect: _LogCollector, train_from: str, scored: dict, how: st
     week = collect.window(week_start, week_end)
     static = StaticModel.load(out_dir).score_matrix(week.X)
     dynamic = [scored[tx][2]["dynamic"] for tx in week.transaction_ids]
-    weight, tried = choose_blend_weight(dynamic, static, week.y.astype(bool), how)
-    return weight, tried, len(week)
+    floor = 0.0 if floor_quantile is None else dynamic_floor(dynamic, floor_quantile)
+    weight, tried = choose_blend_weight(dynamic, static, week.y.astype(bool), how, floor=floor)
+    return weight, tried, len(week), floor
 
 
 def run_seed(seed: int, start: str, train_from: str, kind: str, blend_weight: float | None,
              say, dump: str | None = None, blend: str = "logit",
-             static_options: dict | None = None) -> dict[str, tuple[float, float, float]]:
+             static_options: dict | None = None, floor_quantile: float | None = FLOOR_QUANTILE
+             ) -> dict[str, tuple[float, float, float]]:
     from models.static import train_static  # TensorFlow: only when it is needed
 
     sim = simulator.simulate(simulator.preset("handbook"), seed=seed)
@@ -221,11 +236,12 @@ def run_seed(seed: int, start: str, train_from: str, kind: str, blend_weight: fl
                     f"{time.perf_counter() - t:.0f} s")
                 if blend_weight is None:
                     t = time.perf_counter()
-                    runtime.blend_weight, tried, n = choose_weight(
+                    runtime.blend_weight, tried, n, runtime.blend_floor = choose_weight(
                         collect, train_from, scored, blend, Path(tmp) / "probe", seed,
-                        static_options or {})
+                        static_options or {}, floor_quantile)
                     w = runtime.blend_weight
-                    say(f"  champion: {blend} blend, weight {w:.2f} on the dynamic score, "
+                    say(f"  champion: {blend} blend, weight {w:.2f} on the dynamic score "
+                        f"(counted as at least {runtime.blend_floor:.5f}), "
                         f"chosen on the {n:,} transactions of the last training week (AP "
                         f"{tried[w]:.3f}; static probe alone {tried[0.0]:.3f}, dynamic alone "
                         f"{tried[1.0]:.3f}), {time.perf_counter() - t:.0f} s")
@@ -278,11 +294,21 @@ def _one_seed(seed: int, args) -> dict[str, tuple[float, float, float]]:
     t = time.perf_counter()
     _say(f"seed {seed}: simulating and replaying from {args.start}")
     out = run_seed(seed, args.start, args.train_from, args.kind, args.blend_weight,
-                   lambda text: _say(f"seed {seed}: {text.strip()}"), args.dump, args.blend)
+                   lambda text: _say(f"seed {seed}: {text.strip()}"), args.dump, args.blend,
+                   static_options(args), None if args.no_floor else FLOOR_QUANTILE)
     for model, r in out.items():
         _say(f"seed {seed}: {model:8s} AUC {r[0]:.3f}  AP {r[1]:.3f}  CP@100 {r[2]:.3f}")
     _say(f"seed {seed}: done in {time.perf_counter() - t:.0f} s")
     return out
+
+
+def static_options(args) -> dict:
+    """The static model's settings given on the command line (the rest: its defaults)."""
+    options = {"members": args.members, "hidden_units": args.hidden_units,
+               "dropout": args.dropout, "learning_rate": args.learning_rate,
+               "batch_size": args.batch_size}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()
+            if v is not None}
 
 
 def _cell(values: list[float]) -> str:
@@ -302,6 +328,18 @@ def main() -> None:
     ap.add_argument("--blend-weight", type=float, default=None,
                     help="weight of the dynamic score in the champion's blend (default: "
                     "the best on the validation part of the training weeks)")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="blend the dynamic score as it is (default, when the weight is "
+                    "chosen: counted as at least its median over the last training week)")
+    ap.add_argument("--members", type=int, default=None,
+                    help="networks in the static model, their log-odds averaged")
+    ap.add_argument("--hidden-units", type=int, nargs="+", default=None,
+                    help="widths of the static network's hidden layers")
+    ap.add_argument("--dropout", type=float, default=None, help="the static network's dropout")
+    ap.add_argument("--learning-rate", type=float, default=None,
+                    help="the static network's learning rate")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="rows per training step of the static network")
     ap.add_argument("--jobs", type=int, default=1, help="seeds replayed at once (processes)")
     ap.add_argument("--dump", help="directory to save each seed's scores, features and "
                     "feature log in (seedN.npz), to study models offline")

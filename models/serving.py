@@ -58,7 +58,7 @@ class ModelRuntime:
                  publish_every_seconds: float = 30.0, refresh_seconds: float = 1.0,
                  warmup_frauds: int = 10, warmup_legit: int = 100,
                  static_model_dir: str | None = None, champion: str = "dynamic",
-                 blend_weight: float = 0.5, blend: str = "logit"):
+                 blend_weight: float = 0.5, blend: str = "logit", blend_floor: float = 0.0):
         self.registry = registry
         self.kind = kind
         self.fraud_weight = fraud_weight
@@ -83,6 +83,7 @@ class ModelRuntime:
         self._static_stamp = None
         self.blend_weight = blend_weight
         self.blend = check_blend(blend)
+        self.blend_floor = blend_floor  # the least the dynamic score counts as in the blend
         if champion not in ("dynamic", "static", "blend"):
             raise ValueError(f"unknown champion {champion!r}: dynamic, static or blend")
         if champion != "dynamic" and not self.static_dir:
@@ -171,7 +172,8 @@ class ModelRuntime:
             scores = [{"dynamic": d} for d in dynamic]
         else:
             static = self.static.score_dicts(xs)
-            blended = blend_many(dynamic, static, self.blend_weight, self.blend).tolist()
+            blended = blend_many(dynamic, static, self.blend_weight, self.blend,
+                                 self.blend_floor).tolist()
             scores = [{"dynamic": d, "static": s, "blend": b}
                       for d, s, b in zip(dynamic, static, blended)]
         return Decision(scores, self.champion, self.versions(), self.ready())

@@ -47,7 +47,7 @@ def build_pipeline(settings: Settings, metrics: Metrics | None = None) -> FraudP
                            warmup_legit=settings.warmup_legit,
                            static_model_dir=settings.static_model_dir or None,
                            champion=settings.champion, blend_weight=settings.blend_weight,
-                           blend=settings.blend)
+                           blend=settings.blend, blend_floor=settings.blend_floor)
     on_labelled = None
     if settings.feature_log:
         on_labelled = FeatureLogAppender(settings.feature_log).append

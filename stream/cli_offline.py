@@ -3,6 +3,8 @@
 :func:`register` adds them to the main command::
 
     fraudstream train-static LOG --out DIR [--validation-share 0.2] [--epochs 50] [--seed 0]
+                             [--hidden-units 64,32] [--dropout 0.2] [--members 1]
+                             [--learning-rate 0.001]
     fraudstream score-batch --model DIR IN OUT
 
 A bad input (a malformed feature log, a model that does not fit the current
@@ -19,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 EXIT_BAD_INPUT = 2
+HIDDEN_UNITS, DROPOUT = (64, 32), 0.2  # models.static's defaults (importing it here costs)
 
 
 def _console() -> Console:
@@ -66,12 +69,28 @@ def train_static_command(
     batch_size: int = typer.Option(512, min=1, help="Rows per training step."),
     patience: int = typer.Option(5, min=1, help="Epochs without a better validation PR-AUC before stopping."),
     seed: int = typer.Option(0, help="Random seed: the same seed and log give the same model."),
+    hidden_units: str = typer.Option(
+        ",".join(map(str, HIDDEN_UNITS)),
+        help="Widths of the hidden layers, comma-separated (empty: a logistic regression)."),
+    dropout: float = typer.Option(DROPOUT, min=0.0, max=0.95,
+                                  help="Dropout after each hidden layer while training."),
+    members: int = typer.Option(1, min=1, help="Networks trained (seeds SEED, SEED+1, ...) "
+                                "and served as one: their log-odds averaged."),
+    learning_rate: float = typer.Option(1e-3, min=0.0, help="Adam's learning rate."),
 ) -> None:
     """Train the static (Keras) model on a point-in-time feature log."""
     from models.feature_log import FeatureLogError, read_feature_log
     from models.static import StaticModelError, train_static
 
     console = _console()
+    try:
+        units = tuple(int(u) for u in hidden_units.replace(" ", "").split(",") if u)
+        if any(u < 1 for u in units):
+            raise ValueError
+    except ValueError:
+        raise _fail(console, StaticModelError(
+            f"--hidden-units must be positive integers separated by commas, got "
+            f"{hidden_units!r}")) from None
     try:
         data = read_feature_log(log)
         console.print(f"{len(data):,} rows, {data.n_frauds:,} frauds "
@@ -84,7 +103,8 @@ def train_static_command(
 
             info = train_static(data, out, validation_share=validation_share, epochs=epochs,
                                 batch_size=batch_size, patience=patience, seed=seed,
-                                progress=on_epoch)
+                                hidden_units=units, dropout=dropout, members=members,
+                                learning_rate=learning_rate, progress=on_epoch)
             # early stopping ends before the last epoch: the bar ends where training did
             bar.update(info.epochs_run, info.epochs_run, f"trained {info.epochs_run} epochs")
     except (FeatureLogError, StaticModelError, OSError) as exc:

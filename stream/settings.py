@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     champion: Literal["dynamic", "static", "blend"] = "dynamic"  # decides alerts
     blend_weight: float = Field(0.5, ge=0.0, le=1.0)  # weight of the dynamic score
     blend: Literal["logit", "mean"] = "logit"  # blend the scores' log-odds or the scores
+    blend_floor: float = Field(0.0, ge=0.0, lt=1.0)  # the dynamic score counts as no lower
     fraud_weight: float = 1.0
     alert_threshold: float = Field(0.5, ge=0.0, le=1.0)
     warmup_frauds: int = 10  # no alerts before the model learned this many frauds

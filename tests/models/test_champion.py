@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from models.champion import blend, blend_many, choose_blend_weight
+from models.champion import blend, blend_many, choose_blend_weight, dynamic_floor
 from models.quality import average_precision
 from models.serving import ModelRuntime
 
@@ -77,3 +77,43 @@ def test_ties_go_to_the_even_weight_and_a_one_class_slice_is_refused():
 def test_the_runtime_refuses_an_unknown_blend():
     with pytest.raises(ValueError, match="unknown blend"):
         ModelRuntime(blend="median")
+
+
+def test_the_floor_lifts_only_dynamic_scores_below_it():
+    d, s = [1e-6, 0.002, 0.3], [0.2, 0.2, 0.2]
+    floored = blend_many(d, s, 0.4, floor=0.01)
+    assert floored[0] == pytest.approx(blend(0.01, 0.2, 0.4))  # counted as the floor
+    assert floored[1] == pytest.approx(blend(0.01, 0.2, 0.4))
+    assert floored[2] == pytest.approx(blend(0.3, 0.2, 0.4))  # above it: unchanged
+    assert blend(1e-6, 0.2, 0.4, floor=0.01) == pytest.approx(floored[0])
+    assert blend_many(d, s, 0.4, "mean", floor=0.01)[0] == pytest.approx(0.4 * 0.01 + 0.6 * 0.2)
+    assert blend_many([0.5], [1e-9], 0.5, floor=0.01)[0] < 1e-3  # the static score is not floored
+    np.testing.assert_allclose(blend_many(d, s, 0.4, floor=0.0), blend_many(d, s, 0.4))
+
+
+def test_the_floor_keeps_a_dynamic_outlier_from_burying_a_fraud_the_static_model_sees():
+    """A fraud the static model ranks first, scored 1e-7 by the dynamic model: without a
+    floor the blend puts it below every legitimate purchase, with one it stays on top."""
+    rng = np.random.default_rng(2)
+    legit_d, legit_s = rng.uniform(1e-3, 0.05, 200), rng.uniform(1e-3, 0.05, 200)
+    d, s = np.r_[legit_d, 1e-7], np.r_[legit_s, 0.9]
+    y = np.r_[np.zeros(200, bool), True]
+    floor = dynamic_floor(d)
+    assert np.min(legit_d) < floor < np.max(legit_d)
+    assert average_precision(y, blend_many(d, s, 0.5)) < 0.05
+    assert average_precision(y, blend_many(d, s, 0.5, floor=floor)) == 1.0
+    w, tried = choose_blend_weight(d, s, y, floor=floor)
+    assert tried[w] == 1.0 and tried[0.5] == 1.0
+
+
+def test_the_dynamic_floor_is_a_quantile_of_the_slice():
+    scores = np.linspace(0.0, 1.0, 101)
+    assert dynamic_floor(scores) == pytest.approx(0.5)
+    assert dynamic_floor(scores, 0.25) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="no dynamic scores"):
+        dynamic_floor([])
+
+
+def test_the_runtime_blends_with_its_floor():
+    rt = ModelRuntime(blend_floor=0.01)
+    assert rt.blend_floor == 0.01 and ModelRuntime().blend_floor == 0.0

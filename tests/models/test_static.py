@@ -97,6 +97,30 @@ def test_train_static_from_each_format_gives_a_model_that_loads_and_scores(tmp_p
     assert meta["training"]["seed"] == 3 and model.version == meta["version"]
 
 
+def test_train_static_takes_the_network_shape_dropout_and_members(tmp_path, app):
+    path = tmp_path / "log.csv"
+    write_feature_log(synthetic_rows(200, seed=1), path)
+    result = invoke(app, "train-static", path, "--out", tmp_path / "m", "--epochs", "2",
+                    "--hidden-units", "8,4", "--dropout", "0", "--members", "2",
+                    "--learning-rate", "0.01")
+    assert result.exit_code == 0, result.output
+    training = json.loads((tmp_path / "m" / "metadata.json").read_text())["training"]
+    assert training["hidden_units"] == [8, 4] and training["dropout"] == 0.0
+    assert training["members"] == 2 and training["learning_rate"] == 0.01
+    model = StaticModel.load(tmp_path / "m")  # the two members side by side, served as one
+    assert [w.shape for w, _, _ in model.layers] == [(len(FEATURE_NAMES), 16), (16, 8), (8, 1)]
+    assert_one_line_error(invoke(app, "train-static", path, "--out", tmp_path / "x",
+                                 "--hidden-units", "8,wide"), "--hidden-units must be")
+
+
+def test_the_command_line_defaults_are_the_static_models():
+    import models.static
+    import stream.cli_offline
+
+    assert stream.cli_offline.HIDDEN_UNITS == models.static.HIDDEN_UNITS
+    assert stream.cli_offline.DROPOUT == models.static.DROPOUT
+
+
 def test_numpy_scores_equal_the_keras_network(trained):
     info, log = trained
     model = StaticModel.load(info.model_dir)

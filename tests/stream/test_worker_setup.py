@@ -7,6 +7,17 @@ import gc
 from stream.app import GC_YOUNG_THRESHOLD, settle_heap
 
 
+def test_the_blend_floor_setting_reaches_the_models(tmp_path):
+    from stream.app import build_pipeline
+    from stream.settings import Settings
+
+    pipeline = build_pipeline(Settings(data_dir=str(tmp_path), blend_floor=0.002))
+    try:
+        assert pipeline.models.blend_floor == 0.002
+    finally:
+        pipeline.close()
+
+
 def test_settle_heap_freezes_what_lives_and_makes_young_passes_rarer():
     threshold = gc.get_threshold()
     long_lived = [[i] for i in range(1000)]  # noqa: F841 - kept alive across the freeze
