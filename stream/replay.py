@@ -88,19 +88,23 @@ def replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict],
     legitimate. The pipeline's clock follows the replay's event time.
     """
     # The input events (and whatever the caller holds) live through the whole replay: the
-    # garbage collector's full passes need not walk them again and again.
+    # garbage collector's full passes need not walk them again and again. Nor what each
+    # micro-batch leaves behind (results, snapshots, the model's state): it is frozen too
+    # after each micro-batch, so a pass walks only the objects of the last one.
     freeze = gc.get_freeze_count() == 0
     if freeze:
         gc.freeze()
     try:
-        return _replay(pipeline, purchases, labels, batch_size, progress, keep_alerts)
+        return _replay(pipeline, purchases, labels, batch_size, progress, keep_alerts,
+                       gc.freeze if freeze else None)
     finally:
         if freeze:
             gc.unfreeze()
 
 
 def _replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict], batch_size: int,
-            progress: Callable[[int, int], None] | None, keep_alerts: bool) -> ReplayResult:
+            progress: Callable[[int, int], None] | None, keep_alerts: bool,
+            settle: Callable[[], None] | None) -> ReplayResult:
     truth = {lb.get("transaction_id"): lb for lb in labels}
     result = ReplayResult(scored=[])
     total = len(purchases) + len(labels)
@@ -149,6 +153,8 @@ def _replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict], 
         done += len(chunk_purchases) + len(chunk_labels)
         chunk_purchases.clear()
         chunk_labels.clear()
+        if settle is not None:
+            settle()
         if progress is not None:
             progress(done, total)
 
