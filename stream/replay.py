@@ -45,6 +45,10 @@ class ReplayResult:
         return (self.n_purchases + self.n_labels) / self.seconds if self.seconds else 0.0
 
 
+# Objects allocated between two collections of the young generation during a replay.
+YOUNG_OBJECTS = 20_000
+
+
 def merge_in_time(purchases: Iterable[dict], labels: Iterable[dict]
                   ) -> Iterator[tuple[str, float, dict]]:
     """``(kind, time, event)`` in time order; a label comes after purchases of the same time.
@@ -95,9 +99,13 @@ def replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict],
     # garbage collector's full passes need not walk them again and again. Nor what each
     # micro-batch leaves behind (results, snapshots, the model's state): it is frozen too
     # after each micro-batch, so a pass walks only the objects of the last one.
+    # The young generation is collected about once per micro-batch too, not every few
+    # hundred objects (nearly all of which the micro-batch still holds).
     freeze = gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
     if freeze:
         gc.freeze()
+        gc.set_threshold(max(thresholds[0], YOUNG_OBJECTS), *thresholds[1:])
     try:
         # Every event's time is parsed to order the events, then looked up when decoded.
         with text_times_kept(3 * len(purchases) + len(labels)):
@@ -105,6 +113,7 @@ def replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict],
                            gc.freeze if freeze else None)
     finally:
         if freeze:
+            gc.set_threshold(*thresholds)
             gc.unfreeze()
 
 
