@@ -596,10 +596,10 @@ def snapshot_from_bytes(raw: bytes) -> Snapshot:
     """A snapshot from its stored body (either form; also a JSON body with its features as a
     list of values in the usual order, as an earlier version wrote)."""
     if raw[0] == _PACKED:
-        tx, ts, user, card, seller, scores = orjson.loads(memoryview(raw)[_FEATURES_END:-1])
-        return Snapshot(tx, ts, user, card, seller,
-                        dict(zip(REFERENCE_ORDER, _FEATURES.unpack_from(raw, 1))), scores,
-                        _LABELS[raw[-1]])
+        fields = orjson.loads(raw[_FEATURES_END:-1])  # all but the features and the label
+        fields.insert(5, dict(zip(REFERENCE_ORDER, _FEATURES.unpack_from(raw, 1))))
+        fields.append(_LABELS[raw[-1]])
+        return Snapshot(*fields)
     data = orjson.loads(raw)
     if isinstance(data[5], list):
         data[5] = dict(zip(REFERENCE_ORDER, data[5]))
