@@ -17,6 +17,7 @@ features.schemas.InvalidEvent: missing_field: event_time
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -150,6 +151,29 @@ def parse_time(value: Any, name: str) -> float:
 # parsed value is remembered (the table is emptied when it is full).
 _TEXT_TIMES: dict[str, float] = {}
 _TEXT_TIMES_KEPT = 200_000
+
+
+@contextlib.contextmanager
+def text_times_kept(n: int):
+    """Remember up to ``n`` parsed text times (at least as many as usual) while inside.
+
+    A replay parses the time of every event to put them in order, then again
+    when the pipeline decodes it: with room for all of them, the second parse
+    is a look-up. Afterwards the table is emptied if it holds more than usual.
+
+    >>> with text_times_kept(10):
+    ...     parse_time("2018-04-01T00:00:00Z", "t")
+    1522540800.0
+    """
+    global _TEXT_TIMES_KEPT
+    usual = _TEXT_TIMES_KEPT
+    _TEXT_TIMES_KEPT = max(usual, n)
+    try:
+        yield
+    finally:
+        _TEXT_TIMES_KEPT = usual
+        if len(_TEXT_TIMES) > usual:
+            _TEXT_TIMES.clear()
 
 
 def _parse_text_time(value: str, name: str) -> float:
@@ -341,12 +365,23 @@ def _plain_purchase(obj: dict[str, Any], now: float | None) -> Purchase | None:
             and type(n_items) is int and 1 <= n_items <= MAX_ITEMS
             and (currency is None or type(currency) is str)):
         return None
-    try:
-        event_ts = _required_time(obj, "event_time")
-        user_registered_ts = _optional_time(obj, "user_registered_at")
-        seller_registered_ts = _optional_time(obj, "seller_registered_at")
-    except InvalidEvent:
-        return None
+    # Times already parsed are looked up here (what parse_time would do first).
+    times = _TEXT_TIMES
+    text = get("event_time")
+    event_ts = times.get(text) if type(text) is str else None
+    text = get("user_registered_at")
+    user_registered_ts = times.get(text) if type(text) is str else None
+    text = get("seller_registered_at")
+    seller_registered_ts = times.get(text) if type(text) is str else None
+    if (event_ts is None or user_registered_ts is None or seller_registered_ts is None
+            or event_ts < MIN_TIMESTAMP or user_registered_ts < MIN_TIMESTAMP
+            or seller_registered_ts < MIN_TIMESTAMP):
+        try:
+            event_ts = _required_time(obj, "event_time")
+            user_registered_ts = _optional_time(obj, "user_registered_at")
+            seller_registered_ts = _optional_time(obj, "seller_registered_at")
+        except InvalidEvent:
+            return None
     if event_ts > (time.time() if now is None else now) + MAX_FUTURE_SECONDS:
         return None
     return _new_purchase(transaction_id, event_ts, user_id, seller_id, item_id, card_hash,
@@ -365,8 +400,11 @@ def decode_label(raw: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> Label
         obj.get("transaction_id"), obj.get("is_fraud"), obj.get("label_time"), obj.get("source"))
     if (type(transaction_id) is str and 0 < len(transaction_id) <= 256 and type(is_fraud) is bool
             and type(label_time) is str and type(source) is str and 0 < len(source) <= 256):
-        # The usual label; its time is checked as always.
-        return _new_label(transaction_id, is_fraud, parse_time(label_time, "label_time"), source)
+        # The usual label; its time is checked as always (a time already parsed is looked up).
+        label_ts = _TEXT_TIMES.get(label_time)
+        if label_ts is None or label_ts < MIN_TIMESTAMP:
+            label_ts = parse_time(label_time, "label_time")
+        return _new_label(transaction_id, is_fraud, label_ts, source)
     return _checked_label(obj)
 
 

@@ -266,7 +266,7 @@ class _Cusum:
     """
 
     __slots__ = ("reference", "lag", "odds_ratio", "rise", "recent", "ref", "ref_sum",
-                 "recent_sum", "stat")
+                 "recent_sum", "stat", "_llr_of")
 
     def __init__(self, reference: int, lag: int, odds_ratio: float, rise: float | None = None):
         self.reference, self.lag, self.odds_ratio, self.rise = reference, lag, odds_ratio, rise
@@ -274,6 +274,10 @@ class _Cusum:
         self.ref: deque[bool] = deque()
         self.ref_sum = self.recent_sum = 0
         self.stat = 0.0
+        # The log-likelihood ratios of an event and of a non-event for the reference they
+        # were computed from, (ref_sum, len(ref)): it changes only when an event enters or
+        # leaves the reference, far less often than once per observation.
+        self._llr_of = (-1, -1, 0.0, 0.0)
 
     @property
     def p0(self) -> float:
@@ -290,24 +294,30 @@ class _Cusum:
         return len(self.ref) >= self.reference
 
     def update(self, x: bool) -> float:
-        self.recent.append(x)
+        recent = self.recent
+        recent.append(x)
         self.recent_sum += x
-        if len(self.recent) > self.lag:
-            old = self.recent.popleft()
+        if len(recent) > self.lag:
+            old = recent.popleft()
             self.recent_sum -= old
-            self.ref.append(old)
+            ref = self.ref
+            ref.append(old)
             self.ref_sum += old
-            if len(self.ref) > self.reference:
-                self.ref_sum -= self.ref.popleft()
-        if not self.ready:
+            if len(ref) > self.reference:
+                self.ref_sum -= ref.popleft()
+        n_ref = len(self.ref)
+        if n_ref < self.reference:
             return 0.0
-        p0 = self.p0
-        if self.rise is not None:
-            p1 = min(p0 + self.rise, 0.5)
-        else:
-            p1 = self.odds_ratio * p0 / (1.0 - p0 + self.odds_ratio * p0)
-        llr = math.log(p1 / p0) if x else math.log((1.0 - p1) / (1.0 - p0))
-        self.stat = max(0.0, self.stat + llr)
+        ref_sum, n_of, llr_event, llr_none = self._llr_of
+        if ref_sum != self.ref_sum or n_of != n_ref:
+            p0 = self.p0
+            if self.rise is not None:
+                p1 = min(p0 + self.rise, 0.5)
+            else:
+                p1 = self.odds_ratio * p0 / (1.0 - p0 + self.odds_ratio * p0)
+            llr_event, llr_none = math.log(p1 / p0), math.log((1.0 - p1) / (1.0 - p0))
+            self._llr_of = (self.ref_sum, n_ref, llr_event, llr_none)
+        self.stat = max(0.0, self.stat + (llr_event if x else llr_none))
         return self.stat
 
 
@@ -548,10 +558,15 @@ class MissedFraudDrift:
             cusum.update(quick if stratum == "fraud, quick" else missed)
         if self._since_drift < self.min_labels:
             return self._timeout()
-        # The CUSUM closest to its drift level speaks for the detector.
-        stratum, cusum = max(((k, c) for k, c in self.cusums.items() if c.ready),
-                             key=lambda kv: kv[1].stat / self.levels[kv[0]][1],
-                             default=(None, None))
+        # The CUSUM closest to its drift level speaks for the detector (the first of equals).
+        stratum = cusum = None
+        closest = 0.0
+        levels = self.levels
+        for k, c in self.cusums.items():
+            if c.ready:
+                nearness = c.stat / levels[k][1]
+                if cusum is None or nearness > closest:
+                    stratum, cusum, closest = k, c, nearness
         if cusum is None:
             return self._timeout()
         warning_level, drift_level = self.levels[stratum]

@@ -349,6 +349,45 @@ class LinearFraudModel(base.Classifier):
             return
         self._learn_arrays(x, y, w)
 
+    def learn_many(self, xs, ys, ws, steps=None) -> None:
+        """:meth:`learn_one` of each ``(x, y, w)`` in order (``steps[i]`` times for the i-th,
+        when given), with the same result to the last bit: dicts with every known feature
+        are learned by one call of the compiled kernel over their matrix, as it would learn
+        them one by one; a batch with any other dict is learned one by one.
+
+        >>> m, one = LinearFraudModel(derived=True, band_width=0.5), LinearFraudModel(derived=True, band_width=0.5)
+        >>> xs = [{"amount": a, "card_mean_amount_7d": 20.0} for a in (900.0, 20.0, 35.0)]
+        >>> for model in (m, one):
+        ...     model.learn_one(xs[0], True)
+        >>> m.learn_many(xs, [True, False, False], [1.0, 1.0, 1.0], [1, 2, 1])
+        >>> for x, y, k in zip(xs, [True, False, False], [1, 2, 1]):
+        ...     for _ in range(k):
+        ...         one.learn_one(x, y)
+        >>> bool((m.weights == one.weights).all()) and m.intercept == one.intercept
+        True
+        """
+        n, getter = self._n_base, self._getter
+        rows = None
+        if getter is not None and all(len(x) == n for x in xs):
+            try:
+                rows = [getter(x) for x in xs]
+            except KeyError:
+                rows = None
+        if rows is None or not rows:
+            for i, (x, y, w) in enumerate(zip(xs, ys, ws)):
+                for _ in range(1 if steps is None else steps[i]):
+                    self.learn_one(x, y, w)
+            return
+        b = np.array(rows, np.float64)
+        # Row by row as :meth:`_complete_inputs` scales one vector (the same inner loop).
+        head = b[:, :self._n_log]
+        np.log1p(np.maximum(head, 0.0, out=head), out=head)
+        self.intercept = _learn_rows(
+            b, np.array(ys, np.bool_), np.array(ws, np.float64),
+            np.ones(len(rows), np.int64) if steps is None else np.array(steps, np.int64),
+            self._n_ratios, self._band_start(), self._edges, self.count, self.mean, self.m2,
+            self.weights, self._inv_std, self.intercept, self.lr, self.intercept_lr)
+
     def _learn_arrays(self, x: dict, y: bool, w: float = 1.0) -> None:
         """:meth:`learn_one` in array code, for any input (the reference of the kernel)."""
         v, complete = self._vector(x)
@@ -430,6 +469,7 @@ def warm_up() -> None:
     x = {"amount": 10.0, "card_mean_amount_1d": 5.0, "is_night": 0.0}
     for y in (True, False):  # the first one adds the features, the second is the kernel's
         m.learn_one(x, y)
+    m.learn_many([x], [False], [1.0])
     m.predict_proba_one(x)
 
 
@@ -510,6 +550,18 @@ def _learn_complete(b, y, w, n_ratios, band_start, edges, count, mean, m2, weigh
     step = lr * g
     for i in range(m):
         weights[i] -= step * z[i]
+    return intercept
+
+
+@njit(cache=True)
+def _learn_rows(b, ys, ws, steps, n_ratios, band_start, edges, count, mean, m2, weights,
+                inv_std, intercept, lr, intercept_lr):
+    """:func:`_learn_complete` of each row of ``b`` in order, ``steps[i]`` times the i-th;
+    returns the new intercept."""
+    for r in range(b.shape[0]):
+        for _ in range(steps[r]):
+            intercept = _learn_complete(b[r], ys[r], ws[r], n_ratios, band_start, edges, count,
+                                        mean, m2, weights, inv_std, intercept, lr, intercept_lr)
     return intercept
 
 

@@ -208,7 +208,11 @@ class FraudPipeline:
             m.child(m.store_seconds, "labels").observe(time.perf_counter() - t0)
             statuses: dict[str, int] = {}
             learned = [0, 0]  # legitimate, fraud
-            observe, learn = self.monitor.observe_label, self.models.learn
+            observe = self.monitor.observe_label
+            # Learned together, in order; a drift signal (which may fork or swap the model)
+            # is acted on after the labels before it are learned, as one by one.
+            xs: list = []
+            ys: list[bool] = []
             for outcome in outcomes:
                 status = outcome.status
                 statuses[status] = statuses.get(status, 0) + 1
@@ -217,9 +221,15 @@ class FraudPipeline:
                     signals = observe(snap.scores, is_fraud, snap.card_hash, snap.event_ts,
                                       outcome.label.label_ts)
                     if signals:
+                        if xs:
+                            self.models.learn_many(xs, ys)
+                            xs, ys = [], []
                         self._on_signals(signals)
-                    learn(snap.features, is_fraud)
+                    xs.append(snap.features)
+                    ys.append(is_fraud)
                     learned[is_fraud] += 1
+            if xs:
+                self.models.learn_many(xs, ys)
             for status, n in statuses.items():
                 m.child(m.events, "label", status).inc(n)
             for is_fraud, n in enumerate(learned):

@@ -12,12 +12,11 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Callable, Iterable, Iterator
 
 import orjson
 
-from features.schemas import InvalidEvent, parse_time
+from features.schemas import InvalidEvent, parse_time, text_times_kept
 from stream.pipeline import FraudPipeline, new_message
 
 
@@ -46,6 +45,10 @@ class ReplayResult:
         return (self.n_purchases + self.n_labels) / self.seconds if self.seconds else 0.0
 
 
+# Objects allocated between two collections of the young generation during a replay.
+YOUNG_OBJECTS = 20_000
+
+
 def merge_in_time(purchases: Iterable[dict], labels: Iterable[dict]
                   ) -> Iterator[tuple[str, float, dict]]:
     """``(kind, time, event)`` in time order; a label comes after purchases of the same time.
@@ -59,17 +62,22 @@ def merge_in_time(purchases: Iterable[dict], labels: Iterable[dict]
     >>> [(k, e["transaction_id"]) for k, _, e in merge_in_time(p, lb)]
     [('purchase', 'a'), ('label', 'a'), ('purchase', 'b')]
     """
-    timed = []
-    add = timed.append
-    for key, kind, rank, events in (("event_time", "purchase", 0, purchases),
-                                    ("label_time", "label", 1, labels)):
-        for e in events:
+    events = list(purchases)
+    n_purchases = len(events)
+    events += labels
+    times = []
+    add = times.append
+    for key, part in (("event_time", events[:n_purchases]), ("label_time", events[n_purchases:])):
+        for e in part:
             try:
-                add((parse_time(e.get(key), key), rank, kind, e))
+                add(parse_time(e.get(key), key))
             except InvalidEvent:
-                add((float("-inf"), rank, kind, e))
-    timed.sort(key=itemgetter(0, 1))  # stable: by time, purchases first, then as given
-    return iter([(kind, t, e) for t, _, kind, e in timed])
+                add(float("-inf"))
+    # A stable sort by time alone: at equal times the purchases (first in the list) stay
+    # ahead of the labels, and events of a kind keep their order.
+    order = sorted(range(len(events)), key=times.__getitem__)
+    return iter([("purchase" if i < n_purchases else "label", times[i], events[i])
+                 for i in order])
 
 
 def replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict],
@@ -88,19 +96,30 @@ def replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict],
     legitimate. The pipeline's clock follows the replay's event time.
     """
     # The input events (and whatever the caller holds) live through the whole replay: the
-    # garbage collector's full passes need not walk them again and again.
+    # garbage collector's full passes need not walk them again and again. Nor what each
+    # micro-batch leaves behind (results, snapshots, the model's state): it is frozen too
+    # after each micro-batch, so a pass walks only the objects of the last one.
+    # The young generation is collected about once per micro-batch too, not every few
+    # hundred objects (nearly all of which the micro-batch still holds).
     freeze = gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
     if freeze:
         gc.freeze()
+        gc.set_threshold(max(thresholds[0], YOUNG_OBJECTS), *thresholds[1:])
     try:
-        return _replay(pipeline, purchases, labels, batch_size, progress, keep_alerts)
+        # Every event's time is parsed to order the events, then looked up when decoded.
+        with text_times_kept(3 * len(purchases) + len(labels)):
+            return _replay(pipeline, purchases, labels, batch_size, progress, keep_alerts,
+                           gc.freeze if freeze else None)
     finally:
         if freeze:
+            gc.set_threshold(*thresholds)
             gc.unfreeze()
 
 
 def _replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict], batch_size: int,
-            progress: Callable[[int, int], None] | None, keep_alerts: bool) -> ReplayResult:
+            progress: Callable[[int, int], None] | None, keep_alerts: bool,
+            settle: Callable[[], None] | None) -> ReplayResult:
     truth = {lb.get("transaction_id"): lb for lb in labels}
     result = ReplayResult(scored=[])
     total = len(purchases) + len(labels)
@@ -149,6 +168,8 @@ def _replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict], 
         done += len(chunk_purchases) + len(chunk_labels)
         chunk_purchases.clear()
         chunk_labels.clear()
+        if settle is not None:
+            settle()
         if progress is not None:
             progress(done, total)
 

@@ -41,6 +41,7 @@ import fcntl
 import math
 import os
 import sqlite3
+import struct
 import threading
 from operator import attrgetter
 from pathlib import Path
@@ -338,7 +339,7 @@ class EmbeddedStore(FeatureStore):
                 else:
                     snap.label = label.is_fraud
                     self._pending[label.transaction_id] = snap
-                    if body is not None and body.endswith(b",null]"):
+                    if body is not None and _unlabelled(body):
                         self._bodies[label.transaction_id] = body
                     self._applied.append(label.transaction_id)
                     applied.append((snap.event_ts, bool(label.is_fraud), snap.user_id,
@@ -533,36 +534,72 @@ def _hours(times) -> np.ndarray:
     return (np.asarray(times, np.float64) // 3600.0).astype(np.int64)
 
 
-def snapshot_to_bytes(snap: Snapshot) -> bytes:
-    """A snapshot as stored: :meth:`Snapshot.to_bytes`, with the features as a list of values
-    when their names are the usual ones in the usual order.
+# A stored body: the features packed as float64 (little-endian) when their names are the
+# usual ones in the usual order, else the JSON of the whole snapshot (bodies written before
+# the packed form are JSON too, and are read as ever).
+_PACKED = 1  # first byte of a packed body; a JSON body starts with "["
+_FEATURES = struct.Struct(f"<{len(REFERENCE_ORDER)}d")
+_FEATURES_END = 1 + _FEATURES.size
+_LABEL_BYTES = {None: b"\x00", False: b"\x01", True: b"\x02"}
+_LABELS = (None, False, True)
 
-    >>> snap = Snapshot("t1", 0.0, "u", "c", "s", dict.fromkeys(REFERENCE_ORDER, 0.5))
+
+def snapshot_to_bytes(snap: Snapshot) -> bytes:
+    """A snapshot as stored. With the usual features: a format byte, the features as
+    float64, the JSON of ``[transaction_id, event_ts, user_id, card_hash, seller_id,
+    scores]``, then one byte for the label (0 none, 1 false, 2 true). Otherwise
+    :meth:`Snapshot.to_bytes`.
+
+    >>> snap = Snapshot("t1", 0.0, "u", "c", "s", dict.fromkeys(REFERENCE_ORDER, 0.5), {"m": 0.1})
     >>> snapshot_from_bytes(snapshot_to_bytes(snap)) == snap
     True
+    >>> other = Snapshot("t1", 0.0, "u", "c", "s", {"amount": 2.0})
+    >>> snapshot_to_bytes(other) == other.to_bytes(), snapshot_from_bytes(other.to_bytes()) == other
+    (True, True)
     """
     features = snap.features
-    if tuple(features) == REFERENCE_ORDER:
-        features = list(features.values())
-    return orjson.dumps([snap.transaction_id, snap.event_ts, snap.user_id, snap.card_hash,
-                         snap.seller_id, features, snap.scores, snap.label])
+    if len(features) != len(REFERENCE_ORDER) or tuple(features) != REFERENCE_ORDER:
+        return snap.to_bytes()
+    return b"".join((b"\x01", _FEATURES.pack(*features.values()),
+                     orjson.dumps([snap.transaction_id, snap.event_ts, snap.user_id,
+                                   snap.card_hash, snap.seller_id, snap.scores]),
+                     _LABEL_BYTES[snap.label]))
+
+
+def _unlabelled(body: bytes) -> bool:
+    """Whether a stored body has no label yet (so that :func:`_labelled` may set it)."""
+    if body[0] == _PACKED:
+        return body[-1] == 0
+    return body.endswith(b",null]")
 
 
 def _labelled(body: bytes, label: bool) -> bytes:
-    """The stored body of an unlabelled snapshot (it ends with its label, ``null``) with
-    ``label`` instead: what :func:`snapshot_to_bytes` gives once the label is set, without
-    writing the features again.
+    """The stored body of an unlabelled snapshot with ``label`` instead: what
+    :func:`snapshot_to_bytes` gives once the label is set, without writing the features again.
 
     >>> snap = Snapshot("t1", 0.0, "u", "c", "s", dict.fromkeys(REFERENCE_ORDER, 0.5), {"m": 0.1})
     >>> body = snapshot_to_bytes(snap)
     >>> snap.label = True
     >>> _labelled(body, True) == snapshot_to_bytes(snap)
     True
+    >>> old = Snapshot("t1", 0.0, "u", "c", "s", {"amount": 2.0}, {"m": 0.1})
+    >>> _labelled(old.to_bytes(), False) == Snapshot("t1", 0.0, "u", "c", "s", {"amount": 2.0},
+    ...                                            {"m": 0.1}, False).to_bytes()
+    True
     """
+    if body[0] == _PACKED:
+        return body[:-1] + (b"\x02" if label else b"\x01")
     return body[:-5] + (b"true]" if label else b"false]")
 
 
 def snapshot_from_bytes(raw: bytes) -> Snapshot:
+    """A snapshot from its stored body (either form; also a JSON body with its features as a
+    list of values in the usual order, as an earlier version wrote)."""
+    if raw[0] == _PACKED:
+        fields = orjson.loads(raw[_FEATURES_END:-1])  # all but the features and the label
+        fields.insert(5, dict(zip(REFERENCE_ORDER, _FEATURES.unpack_from(raw, 1))))
+        fields.append(_LABELS[raw[-1]])
+        return Snapshot(*fields)
     data = orjson.loads(raw)
     if isinstance(data[5], list):
         data[5] = dict(zip(REFERENCE_ORDER, data[5]))

@@ -62,3 +62,41 @@ def test_a_labelled_snapshot_whose_row_went_missing_is_written_whole(tmp_path):
     bodies = stored_bodies(store)
     assert [snapshot_from_bytes(bodies[f"t{i}"]).label for i in range(3)] == [False, True, False]
     store.close()
+
+
+def test_a_snapshot_body_holds_its_features_as_float64_and_reads_back_exactly(tmp_path):
+    """The usual features are packed (every float64 kept: NaN, -0.0, the smallest and the
+    largest); other feature sets and bodies written as JSON by earlier versions read back."""
+    import math
+
+    import orjson
+
+    from features.columnar import REFERENCE_ORDER
+    from features.store.base import Snapshot
+    from features.store.embedded import _labelled, _unlabelled
+
+    values = [math.nan, -0.0, 5e-324, 1.7976931348623157e308, math.inf, 0.1, 1 / 3]
+    features = {n: values[i % len(values)] for i, n in enumerate(REFERENCE_ORDER)}
+    snap = Snapshot("t-é", T0 + 0.125, "u", "c" * 64, "s", features, {"dynamic": 0.25})
+    body = snapshot_to_bytes(snap)
+    back = snapshot_from_bytes(body)
+    assert list(back.features) == list(REFERENCE_ORDER) and back.label is None
+    assert all(math.isnan(a) and math.isnan(b) or (a == b and math.copysign(1, a) ==
+                                                   math.copysign(1, b))
+               for a, b in zip(back.features.values(), features.values()))
+    assert (back.transaction_id, back.event_ts, back.user_id, back.card_hash, back.seller_id,
+            back.scores) == ("t-é", T0 + 0.125, "u", "c" * 64, "s", {"dynamic": 0.25})
+    assert _unlabelled(body) and len(body) < len(orjson.dumps(list(features.values()))) + 120
+    for label in (False, True):
+        snap.label = label
+        assert _labelled(body, label) == snapshot_to_bytes(snap)
+        assert snapshot_from_bytes(_labelled(body, label)).label is label
+        assert not _unlabelled(_labelled(body, label))
+    other = Snapshot("t2", T0, "u", "c", "s", {"amount": 3.0}, {"dynamic": 0.5})
+    assert snapshot_to_bytes(other) == other.to_bytes()  # JSON, as ever
+    assert snapshot_from_bytes(snapshot_to_bytes(other)) == other
+    plain = dict(features, user_tenure=2.0, seller_tenure=3.0)
+    plain = {k: (0.5 if v != v or v in (math.inf,) else v) for k, v in plain.items()}
+    earlier = orjson.dumps(["t3", T0, "u", "c", "s", list(plain.values()), {}, None])
+    assert snapshot_from_bytes(earlier) == Snapshot("t3", T0, "u", "c", "s", plain, {})
+    assert _unlabelled(earlier) and snapshot_from_bytes(_labelled(earlier, True)).label is True

@@ -23,7 +23,7 @@ import orjson
 from features.schemas import decode_label, decode_purchase
 from features.state import STATE_TYPES, apply_label, apply_purchase
 from features.store import StoreConfig
-from features.store.embedded import EmbeddedStore
+from features.store.embedded import EmbeddedStore, snapshot_from_bytes
 from models.registry import ModelRegistry
 
 T0_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -93,7 +93,7 @@ def stored_labels(store_dir: Path) -> dict[str, bool | None] | None:
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
         try:
-            return {tx: orjson.loads(body)[7]
+            return {tx: snapshot_from_bytes(body).label
                     for tx, body in db.execute("SELECT transaction_id, body FROM snapshots")}
         finally:
             db.close()

@@ -365,3 +365,28 @@ def test_bad_parameters_are_rejected():
         DistributionDrift(threshold=0.1, warning_threshold=0.2)
     with pytest.raises(ValueError):
         DistributionDrift(bins=1)
+
+
+def test_the_cusum_equals_its_formula_at_every_step():
+    """The log-likelihood ratios are kept while the reference does not change: the statistic
+    is still the one computed afresh at every observation, to the last bit."""
+    import math
+    import random
+
+    from models.drift import _Cusum
+
+    rng = random.Random(12)
+    for rise in (None, 1e-3):
+        cusum = _Cusum(reference=300, lag=50, odds_ratio=3.0, rise=rise)
+        stat = 0.0
+        for i in range(5000):
+            x = rng.random() < (0.02 if i < 2500 else 0.08)
+            got = cusum.update(x)
+            if not cusum.ready:
+                assert got == 0.0
+                continue
+            p0 = (cusum.ref_sum + 0.5) / (len(cusum.ref) + 1.0)
+            p1 = min(p0 + rise, 0.5) if rise is not None else 3.0 * p0 / (1.0 - p0 + 3.0 * p0)
+            stat = max(0.0, stat + (math.log(p1 / p0) if x else math.log((1.0 - p1) / (1.0 - p0))))
+            assert got == stat == cusum.stat
+        assert stat > 0.0

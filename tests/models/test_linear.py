@@ -197,3 +197,62 @@ def test_explain_ranks_what_contributions_and_values_give():
                 for (_, value, p), (_, value_e, p_e) in zip(got, expected):
                     assert math.isclose(value, value_e, rel_tol=1e-12)
                     assert math.isclose(p, p_e, rel_tol=1e-9, abs_tol=1e-12)
+
+
+@pytest.mark.parametrize("derived,band_width", [(False, 0.0), (True, 0.1)])
+def test_learning_a_batch_equals_learning_one_by_one_to_the_last_bit(derived, band_width):
+    """Batches of complete vectors (one kernel call), with weights, repeated steps and
+    batches with a missing or a new feature (one by one), against learn_one in order."""
+    rng = random.Random(8)
+    batch = LinearFraudModel(derived=derived, band_width=band_width)
+    one = LinearFraudModel(derived=derived, band_width=band_width)
+    names = list(FEATURE_NAMES)
+    for k in range(60):
+        known = names[:10] if k < 10 else names
+        xs = [{n: rng.lognormvariate(3, 1.5) if "amount" in n else rng.uniform(0, 50)
+               for n in known} for _ in range(rng.randint(0, 90))]
+        if k % 13 == 5 and xs:
+            del xs[0][known[3]]
+        if xs and k % 17 == 3:
+            xs[-1]["amount"] = 1e9
+        ys = [rng.random() < 0.2 for _ in xs]
+        ws = [2.0 if y else 1.0 for y in ys]
+        steps = [rng.choice([1, 1, 5]) for _ in xs] if k % 3 == 0 else None
+        batch.learn_many(xs, ys, ws, steps)
+        for i, (x, y, w) in enumerate(zip(xs, ys, ws)):
+            for _ in range(1 if steps is None else steps[i]):
+                one.learn_one(x, y, w)
+        x = xs[0] if xs else {n: 1.0 for n in names}
+        assert batch.predict_proba_one(x) == one.predict_proba_one(x)
+    assert batch.columns == one.columns
+    for name in ("count", "mean", "m2", "weights", "_inv_std"):
+        assert np.array_equal(getattr(batch, name), getattr(one, name)), name
+    assert batch.intercept == one.intercept
+
+
+def test_the_runtime_learns_a_batch_as_one_by_one_boost_and_background_included():
+    from models.serving import ADAPT_BOOST, ModelRuntime
+
+    rng = np.random.default_rng(5)
+    xs = [{k: float(v) for k, v in zip(FEATURE_NAMES, rng.lognormal(1.0, 2.0, len(FEATURE_NAMES)))}
+          for _ in range(900)]
+    ys = [bool(x["amount"] > 20.0) for x in xs]
+    batch, one = ModelRuntime(fraud_weight=3.0), ModelRuntime(fraud_weight=3.0)
+    for rt in (batch, one):
+        rt.boost_labels = 150  # as after a swap: boosted, then at the usual pace
+    for part in (slice(0, 100), slice(100, 400)):
+        batch.learn_many(xs[part], ys[part])
+        for x, y in zip(xs[part], ys[part]):
+            one.learn(x, y)
+    for rt in (batch, one):
+        rt.on_drift_warning()  # a background model: one by one, both learn and are judged
+    batch.learn_many(xs[400:], ys[400:])
+    for x, y in zip(xs[400:], ys[400:]):
+        one.learn(x, y)
+    assert ADAPT_BOOST > 1 and batch.boost_labels == one.boost_labels == 0
+    for a, b in ((batch.dynamic, one.dynamic), (batch.background, one.background)):
+        assert (a.n_labels, a.n_frauds) == (b.n_labels, b.n_frauds)
+        la, lb = a._linear(), b._linear()
+        assert np.array_equal(la.weights, lb.weights) and la.intercept == lb.intercept
+        assert np.array_equal(la.mean, lb.mean) and np.array_equal(la.m2, lb.m2)
+    assert batch.unpublished == one.unpublished and batch._contest == one._contest
