@@ -8,7 +8,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from models.quality import DAY, LiveQuality, average_precision, card_precision_at_k, roc_auc
+from models.quality import (DAY, LiveQuality, average_precision, card_id, card_precision_at_k,
+                            roc_auc)
 
 
 def brute_auc(y, s):
@@ -197,7 +198,7 @@ def test_live_quality_rings_hold_exactly_the_last_labels_whatever_the_report_tim
             f"card-{rng.integers(50)}", 1_704_067_200.0 + 500.0 * i
         q.update("dynamic", score, fraud, card, ts)
         ring["score"][pos], ring["fraud"][pos] = score, fraud
-        ring["card"][pos], ring["day"][pos] = hash(card), math.floor(ts / DAY)
+        ring["card"][pos], ring["day"][pos] = card_id(card), math.floor(ts / DAY)
         pos, n = (pos + 1) % window, min(window, n + 1)
         if rng.random() < 0.002 or i == 5999:
             r = q.report()["dynamic"]
@@ -205,3 +206,29 @@ def test_live_quality_rings_hold_exactly_the_last_labels_whatever_the_report_tim
             assert (w.pos, w.n, r["n"]) == (pos, n, n)
             for name, values in ring.items():
                 assert np.array_equal(getattr(w, name), values), name
+
+
+_TIED_CARDS = """
+from models.quality import LiveQuality
+q = LiveQuality(window=100, k=3, exclude_known=False)
+for i in range(40):  # every score tied: the top 3 cards are decided by the tie-break alone
+    q.update("dynamic", 0.5, i % 4 == 0, f"card-{i}", 1_704_067_200.0)
+print(q.report()["dynamic"]["card_precision_at_k"])
+"""
+
+
+def test_live_card_precision_is_the_same_in_every_process():
+    # Python salts str hashes per process; the tie-break between cards must not depend on it.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    figures = set()
+    for seed in ("1", "2", "3", "4"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": root}
+        out = subprocess.run([sys.executable, "-c", _TIED_CARDS], env=env, check=True,
+                             capture_output=True, text=True)
+        figures.add(out.stdout.strip())
+    assert len(figures) == 1, figures
