@@ -219,26 +219,20 @@ class ModelRuntime:
     def learn_many(self, xs: Sequence[Mapping[str, float]], ys: Sequence[bool]) -> None:
         """:meth:`learn` of each example in order, with the same result.
 
-        Without a background model the dynamic logistic regression learns the
-        whole batch in one compiled call (boosted labels included); otherwise
-        the labels are learned one by one (the contest between the two models
-        scores each label before either learns from it).
+        Without a background model the dynamic model learns the whole batch at
+        once (boosted labels included); otherwise the labels are learned one by
+        one (the contest between the two models scores each label before either
+        learns from it).
         """
-        linear = self.dynamic._linear() if self.background is None else None
-        if linear is None:
+        if self.background is not None:
             for x, y in zip(xs, ys):
                 self.learn(x, y)
             return
         n = len(xs)
         boosted = min(max(self.boost_labels, 0), n)
         self.boost_labels -= boosted
-        model = self.dynamic
-        weight = model.fraud_weight
-        linear.learn_many(xs, [bool(y) for y in ys], [weight if y else 1.0 for y in ys],
-                          [ADAPT_BOOST] * boosted + [1] * (n - boosted) if boosted else None)
-        frauds = sum(map(bool, ys))
-        model.n_labels += n
-        model.n_frauds += frauds
+        self.dynamic.learn_many(xs, ys, [ADAPT_BOOST] * boosted + [1] * (n - boosted)
+                                if boosted else None)
         self.unpublished += n
 
     def on_drift_warning(self) -> None:

@@ -256,3 +256,21 @@ def test_the_runtime_learns_a_batch_as_one_by_one_boost_and_background_included(
         assert np.array_equal(la.weights, lb.weights) and la.intercept == lb.intercept
         assert np.array_equal(la.mean, lb.mean) and np.array_equal(la.m2, lb.m2)
     assert batch.unpublished == one.unpublished and batch._contest == one._contest
+
+
+@pytest.mark.parametrize("kind", ["logreg", "hoeffding"])
+def test_the_dynamic_model_learns_a_batch_with_steps_as_one_by_one(kind):
+    from models.dynamic import DynamicModel
+    from models.serving import _learn
+
+    rng = np.random.default_rng(8)
+    xs = [{k: float(v) for k, v in zip(FEATURE_NAMES, rng.lognormal(1.0, 2.0, len(FEATURE_NAMES)))}
+          for _ in range(300)]
+    ys = [bool(x["amount"] > 20.0) for x in xs]
+    steps = [3 if i < 40 else 1 for i in range(len(xs))]
+    batch, one = DynamicModel(kind, fraud_weight=2.0), DynamicModel(kind, fraud_weight=2.0)
+    batch.learn_many(xs, ys, steps)
+    for x, y, k in zip(xs, ys, steps):
+        _learn(one, x, y, k)
+    assert (batch.n_labels, batch.n_frauds) == (one.n_labels, one.n_frauds) == (300, sum(ys))
+    assert [batch.score(x) for x in xs[:50]] == [one.score(x) for x in xs[:50]]
