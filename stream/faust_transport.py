@@ -1,4 +1,5 @@
-"""Faust's Kafka transport with a cheaper hand-off from the fetcher to the agents.
+"""Faust's Kafka transport with a cheaper hand-off from the fetcher to the agents,
+and the Kafka client on the agents' event loop (:class:`InLoopConsumerThread`).
 
 Faust's consumer hands every fetched message to the agents' channels through
 ``wait_first(callback(message), suspend_flow.wait())``: two tasks and a
@@ -27,6 +28,7 @@ consumer with a warning rather than run untested code.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from importlib import metadata
 from time import monotonic
@@ -44,6 +46,9 @@ YIELD_EVERY = 100  # messages handed off between two turns given to the event lo
 
 class FastHandoffConsumer(aiokafka_driver.Consumer):
     """The aiokafka driver's consumer with a direct hand-off while the flow runs."""
+
+    def _new_consumer_thread(self):
+        return InLoopConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher) -> None:  # runs as the Fetcher's task
         stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
@@ -90,6 +95,62 @@ class FastHandoffConsumer(aiokafka_driver.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+
+class InLoopConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer, run on the worker's own event loop instead of a thread.
+
+    Faust runs the Kafka client in a thread of its own, with its own loop: each
+    fetch is requested through a queue to that thread and handed back through
+    a future, and the client reads the broker's responses only when it gets
+    the interpreter lock from the agents. Measured at 1,000 events/s offered,
+    that put 2-4 ms on the median and most of the tail between the broker's
+    response and the agent. Here every call that Faust sends to the thread is
+    awaited directly, on the loop that runs the agents.
+
+    What changes: a micro-batch being processed delays the reading of the next
+    fetch response until it is done (it delayed it before too, through the
+    lock), and the client's heartbeats run between batches. A batch takes
+    milliseconds (a full one of 4,096 purchases about 0.4 s) against a session
+    timeout of 10 s; a step that held the loop longer would now cost the
+    worker its partitions, where before it only stalled them.
+    """
+
+    def __init__(self, consumer, **kwargs) -> None:
+        loop = kwargs.pop("loop", None) or asyncio.get_event_loop_policy().get_event_loop()
+        super().__init__(consumer, loop=loop, thread_loop=loop, **kwargs)
+        self._serving: asyncio.Future | None = None
+
+    async def start(self) -> None:
+        assert not self._thread_started.is_set()
+        self._thread_started.set()
+        self._thread_running = self.parent_loop.create_future()
+        self._serving = asyncio.ensure_future(self._serve())  # what the thread would run
+        try:
+            await self._thread_running
+        finally:
+            self._thread_running = None
+
+    async def stop(self) -> None:
+        if self._started.is_set():
+            await super().stop()
+        if self._serving is not None and not self._serving.done():
+            await asyncio.wait([self._serving], timeout=self.shutdown_timeout)
+
+    async def on_thread_started(self) -> None:
+        pass  # no method queue: calls are awaited directly
+
+    async def _gather_remaining_tasks(self) -> None:
+        pass  # the thread's sweep of its loop's tasks would take the agents' with it
+
+    async def call_thread(self, fun, *args, **kwargs):
+        result = fun(*args, **kwargs)  # Faust queues plain functions as well as coroutines
+        return await result if inspect.isawaitable(result) else result
+
+    async def cast_thread(self, fun, *args, **kwargs) -> None:
+        result = fun(*args, **kwargs)
+        if inspect.isawaitable(result):
+            self.add_future(result)
 
 
 class LeanMonitor(Monitor):

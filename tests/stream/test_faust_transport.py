@@ -1,11 +1,13 @@
 """The worker's Faust transport: installed on the pinned Faust only.
 
-Its behaviour on a real broker is what every worker integration test runs on.
+Its behaviour on a real broker is what every worker integration test runs on;
+the consumer's life on the worker's own loop is also checked here on the broker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import faust
 import pytest
@@ -39,6 +41,51 @@ def test_the_lean_monitor_keeps_what_the_stall_check_reads():
     assert monitor.stream_inbound_time[tp] > 0
     for hook in ("on_message_in", "on_stream_event_in", "on_stream_event_out", "on_message_out"):
         assert hook in vars(Monitor), hook  # the hooks it overrides are still Faust's
+
+
+def test_the_consumer_is_served_on_the_apps_loop(tmp_path):
+    async def main():
+        app = _app(tmp_path)
+        faust_transport.install(app)
+        served = app.consumer._thread
+        assert isinstance(served, faust_transport.InLoopConsumerThread)
+        assert served.thread_loop is asyncio.get_running_loop() is served.parent_loop
+
+        async def where(x):
+            return x, threading.get_ident(), asyncio.get_running_loop()
+
+        here = (threading.get_ident(), asyncio.get_running_loop())
+        assert await served.call_thread(where, 1) == (1, *here)  # awaited, not queued
+        assert await served.call_thread(lambda x: x + 1, 1) == 2  # plain functions too
+        done = asyncio.Event()
+
+        async def later():
+            done.set()
+
+        await served.cast_thread(later)
+        await asyncio.wait_for(done.wait(), 5)
+
+    asyncio.run(main())
+
+
+def test_the_consumer_starts_and_stops_without_a_thread_or_the_loops_other_tasks(
+        kafka_bootstrap, tmp_path, unique):
+    async def main():
+        app = faust.App(f"t-inloop-{unique}", broker=f"kafka://{kafka_bootstrap}",
+                        store="memory://", datadir=str(tmp_path), web_enabled=False)
+        faust_transport.install(app)
+        served = app.consumer._thread
+        threads = threading.active_count()
+        bystander = asyncio.ensure_future(asyncio.sleep(60))
+        await asyncio.wait_for(served.start(), 60)
+        assert threading.active_count() == threads  # no consumer thread
+        assert served._ensure_consumer()._client.cluster.brokers()  # connected to the broker
+        await asyncio.wait_for(served.stop(), 60)
+        assert served._serving.done() and served._shutdown.is_set()
+        assert not bystander.done()  # a thread's sweep of its loop would have cancelled it
+        bystander.cancel()
+
+    asyncio.run(main())
 
 
 def test_another_faust_keeps_its_own_consumer(tmp_path, monkeypatch, caplog):
