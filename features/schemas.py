@@ -192,10 +192,27 @@ def _parse_text_time(value: str, name: str) -> float:
 def format_time(ts: float) -> str:
     """ISO-8601 UTC text with milliseconds, the form every output uses.
 
+    Each alert writes two, so the text of the whole second is kept for the
+    next call of the same second; the fraction is rounded to microseconds
+    as :meth:`datetime.fromtimestamp` does, and the milliseconds cut from it.
+
     >>> format_time(1522540800.25)
     '2018-04-01T00:00:00.250Z'
     """
+    frac, whole = math.modf(ts)
+    us = round(frac * 1e6)  # half to even, as datetime rounds
+    if 0 <= us < 1_000_000:
+        second = _SECOND_TEXT.get(whole)
+        if second is None:
+            if len(_SECOND_TEXT) >= 64:
+                _SECOND_TEXT.clear()
+            second = _SECOND_TEXT[whole] = datetime.fromtimestamp(
+                whole, timezone.utc).isoformat(timespec="seconds")[:-6]
+        return f"{second}.{us // 1000:03d}Z"
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+_SECOND_TEXT: dict[float, str] = {}
 
 
 def _load_object(raw: bytes | str | None, max_bytes: int) -> dict[str, Any]:

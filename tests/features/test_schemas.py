@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from features.schemas import InvalidEvent, decode_label, decode_purchase, purchase_to_dict
+from features.schemas import (InvalidEvent, decode_label, decode_purchase, format_time,
+                              purchase_to_dict)
 
 NOW = 1_704_067_200.0  # 2024-01-01
 GOOD = {"transaction_id": "t1", "event_time": "2023-12-31T23:00:00Z", "user_id": "u1",
@@ -166,3 +168,20 @@ def test_a_label_decodes_as_its_field_by_field_checks_say(event):
         assert (got.value.reason, got.value.detail) == (exc.reason, exc.detail)
     else:
         assert decode_label(raw) == expected
+
+
+def _iso_millis(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.floats(min_value=-2e9, max_value=2.5e11, allow_nan=False))
+def test_format_time_is_datetimes_text(ts):
+    assert format_time(ts) == _iso_millis(ts)
+
+
+@pytest.mark.parametrize("ts", [0.0, -0.0, 1.9999995, 1.9999994999, 1.0000005, 1522540800.0005,
+                                1522540800.9995, 1522540800.9999995, 1522540800.99999949,
+                                -1.5, -4e-7, 1e-7, 253402300799.999])
+def test_format_time_rounds_as_datetime_at_the_edges(ts):
+    assert format_time(ts) == format_time(ts) == _iso_millis(ts)  # cached second, then again
