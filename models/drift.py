@@ -21,7 +21,7 @@ logs the signals.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
 from typing import Mapping
@@ -321,28 +321,37 @@ class _Cusum:
         return self.stat
 
 
-class _SortedWindow:
-    """The last ``size`` values, kept sorted: ranks in O(log n)."""
+class _RecentWindow:
+    """The last ``size`` values, in a ring; a share is counted when asked (far more values
+    come in than questions: one per fraud label)."""
 
-    __slots__ = ("size", "order", "values")
+    __slots__ = ("size", "ring", "pos", "n")
 
     def __init__(self, size: int):
         self.size = size
-        self.order: deque[float] = deque()
-        self.values: list[float] = []
+        self.ring = np.zeros(size)
+        self.pos = self.n = 0
 
     def add(self, x: float) -> None:
-        self.order.append(x)
-        insort(self.values, x)
-        if len(self.order) > self.size:
-            del self.values[bisect_left(self.values, self.order.popleft())]
+        pos = self.pos
+        self.ring[pos] = x
+        self.pos = pos + 1 if pos + 1 < self.size else 0
+        if self.n < self.size:
+            self.n += 1
 
     def __len__(self) -> int:
-        return len(self.values)
+        return self.n
 
     def share_at_least(self, x: float) -> float:
-        """Share of the window's values that are >= x."""
-        return 1.0 - bisect_left(self.values, x) / len(self.values)
+        """Share of the window's values that are >= x.
+
+        >>> w = _RecentWindow(3)
+        >>> for v in (0.1, 0.5, 0.2, 0.9):
+        ...     w.add(v)
+        >>> w.share_at_least(0.5), w.share_at_least(0.2), w.share_at_least(1.0)
+        (0.6666666666666667, 1.0, 0.0)
+        """
+        return 1.0 - int(np.count_nonzero(self.ring[:self.n] < x)) / self.n
 
 
 class MissedFraudDrift:
@@ -504,7 +513,7 @@ class MissedFraudDrift:
         self.n_missed = 0
         self.n_warnings = 0
         self.n_drifts = 0
-        self._legit_scores = _SortedWindow(legit_window)
+        self._legit_scores = _RecentWindow(legit_window)
         self._warning_since: int | None = None
         self._restart()
 
@@ -557,18 +566,18 @@ class MissedFraudDrift:
         for stratum, cusum in self.cusums.items():
             cusum.update(quick if stratum == "fraud, quick" else missed)
         if self._since_drift < self.min_labels:
-            return self._timeout()
+            return None if self._warning_since is None else self._timeout()
         # The CUSUM closest to its drift level speaks for the detector (the first of equals).
         stratum = cusum = None
         closest = 0.0
         levels = self.levels
         for k, c in self.cusums.items():
-            if c.ready:
+            if len(c.ref) >= c.reference:  # ready
                 nearness = c.stat / levels[k][1]
                 if cusum is None or nearness > closest:
                     stratum, cusum, closest = k, c, nearness
         if cusum is None:
-            return self._timeout()
+            return None if self._warning_since is None else self._timeout()
         warning_level, drift_level = self.levels[stratum]
         if cusum.stat >= drift_level:
             signal = DriftSignal(self.detector, self.signal, "drift", cusum.stat, drift_level,
@@ -585,7 +594,7 @@ class MissedFraudDrift:
                 return DriftSignal(self.detector, self.signal, "warning", cusum.stat,
                                    warning_level, self.n_seen, cusum.p0, cusum.rate, stratum)
             return None
-        return self._timeout()
+        return None if self._warning_since is None else self._timeout()
 
     def _timeout(self) -> None:
         if (self._warning_since is not None

@@ -113,6 +113,28 @@ class DynamicModel:
         self.n_labels += len(ys)
         self.n_frauds += sum(ys)
 
+    def learn_many_scored(self, xs: Sequence[Mapping[str, float]], ys: Sequence[bool],
+                          steps: Sequence[int] | None, after: bool) -> list[float]:
+        """:meth:`learn_many`, and each example's :meth:`score` just before it is learned
+        (``after`` false) or just after, to the last bit."""
+        ys = [bool(y) for y in ys]
+        weights = [self.fraud_weight if y else 1.0 for y in ys]
+        linear = self._linear()
+        if linear is not None:
+            scores = linear.learn_many_scored(xs, ys, weights, steps, after)
+        else:
+            scores = []
+            for i, (x, y, w) in enumerate(zip(xs, ys, weights)):
+                if not after:
+                    scores.append(self.score(x))
+                for _ in range(1 if steps is None else steps[i]):
+                    self.pipeline.learn_one(dict(x), y, w=w)
+                if after:
+                    scores.append(self.score(x))
+        self.n_labels += len(ys)
+        self.n_frauds += sum(ys)
+        return scores
+
     def reasons(self, x: Mapping[str, float], top: int = 3) -> list[dict]:
         """The features that pushed this score up most, with their values.
 

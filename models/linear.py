@@ -366,27 +366,70 @@ class LinearFraudModel(base.Classifier):
         >>> bool((m.weights == one.weights).all()) and m.intercept == one.intercept
         True
         """
-        n, getter = self._n_base, self._getter
-        rows = None
-        if getter is not None and all(len(x) == n for x in xs):
-            try:
-                rows = [getter(x) for x in xs]
-            except KeyError:
-                rows = None
-        if rows is None or not rows:
+        b = self._complete_rows(xs)
+        if b is None:
             for i, (x, y, w) in enumerate(zip(xs, ys, ws)):
                 for _ in range(1 if steps is None else steps[i]):
                     self.learn_one(x, y, w)
             return
-        b = np.array(rows, np.float64)
+        self.intercept = _learn_rows(
+            b, np.array(ys, np.bool_), np.array(ws, np.float64),
+            np.ones(len(b), np.int64) if steps is None else np.array(steps, np.int64),
+            self._n_ratios, self._band_start(), self._edges, self.count, self.mean, self.m2,
+            self.weights, self._inv_std, self.intercept, self.lr, self.intercept_lr)
+
+    def learn_many_scored(self, xs, ys, ws, steps, after: bool) -> list[float]:
+        """:meth:`learn_many`, and the probability of fraud of each ``x`` as
+        :meth:`predict_proba_one` gives it just before it is learned (``after`` false) or
+        just after: to the last bit, one kernel call for dicts with every known feature.
+
+        >>> m, one = LinearFraudModel(derived=True, band_width=0.5), LinearFraudModel(derived=True, band_width=0.5)
+        >>> xs = [{"amount": a, "card_mean_amount_7d": 20.0} for a in (900.0, 20.0, 35.0)]
+        >>> for model in (m, one):
+        ...     model.learn_one(xs[0], True)
+        >>> got = m.learn_many_scored(xs, [True, False, False], [1.0, 1.0, 1.0], [1, 2, 1], False)
+        >>> expected = []
+        >>> for x, y, k in zip(xs, [True, False, False], [1, 2, 1]):
+        ...     expected.append(one.predict_proba_one(x)[True])
+        ...     for _ in range(k):
+        ...         one.learn_one(x, y)
+        >>> got == expected and m.intercept == one.intercept
+        True
+        """
+        b = self._complete_rows(xs)
+        if b is None:
+            out = []
+            for i, (x, y, w) in enumerate(zip(xs, ys, ws)):
+                if not after:
+                    out.append(self.predict_proba_one(x)[True])
+                for _ in range(1 if steps is None else steps[i]):
+                    self.learn_one(x, y, w)
+                if after:
+                    out.append(self.predict_proba_one(x)[True])
+            return out
+        scores = np.empty(len(b))
+        self.intercept = _learn_rows_scored(
+            b, np.array(ys, np.bool_), np.array(ws, np.float64),
+            np.ones(len(b), np.int64) if steps is None else np.array(steps, np.int64),
+            bool(after), self._n_ratios, self._band_start(), self._edges, self.count,
+            self.mean, self.m2, self.weights, self._inv_std, self.intercept, self.lr,
+            self.intercept_lr, scores)
+        return scores.tolist()
+
+    def _complete_rows(self, xs) -> np.ndarray | None:
+        """The inputs of each dict, log-scaled, as rows of a matrix when every dict has
+        exactly the known features (the kernels' case); None otherwise (or for none)."""
+        n, getter = self._n_base, self._getter
+        if not xs or getter is None or any(len(x) != n for x in xs):
+            return None
+        try:
+            b = np.array([getter(x) for x in xs], np.float64)
+        except KeyError:
+            return None
         # Row by row as :meth:`_complete_inputs` scales one vector (the same inner loop).
         head = b[:, :self._n_log]
         np.log1p(np.maximum(head, 0.0, out=head), out=head)
-        self.intercept = _learn_rows(
-            b, np.array(ys, np.bool_), np.array(ws, np.float64),
-            np.ones(len(rows), np.int64) if steps is None else np.array(steps, np.int64),
-            self._n_ratios, self._band_start(), self._edges, self.count, self.mean, self.m2,
-            self.weights, self._inv_std, self.intercept, self.lr, self.intercept_lr)
+        return b
 
     def _learn_arrays(self, x: dict, y: bool, w: float = 1.0) -> None:
         """:meth:`learn_one` in array code, for any input (the reference of the kernel)."""
@@ -470,6 +513,7 @@ def warm_up() -> None:
     for y in (True, False):  # the first one adds the features, the second is the kernel's
         m.learn_one(x, y)
     m.learn_many([x], [False], [1.0])
+    m.learn_many_scored([x], [False], [1.0], None, True)
     m.predict_proba_one(x)
 
 
@@ -562,6 +606,24 @@ def _learn_rows(b, ys, ws, steps, n_ratios, band_start, edges, count, mean, m2, 
         for _ in range(steps[r]):
             intercept = _learn_complete(b[r], ys[r], ws[r], n_ratios, band_start, edges, count,
                                         mean, m2, weights, inv_std, intercept, lr, intercept_lr)
+    return intercept
+
+
+@njit(cache=True)
+def _learn_rows_scored(b, ys, ws, steps, after, n_ratios, band_start, edges, count, mean, m2,
+                       weights, inv_std, intercept, lr, intercept_lr, scores):
+    """:func:`_learn_rows`, with ``scores[i]``: :func:`_predict_complete` of the i-th row
+    just before it is learned, or just after with ``after``; returns the new intercept."""
+    for r in range(b.shape[0]):
+        if not after:
+            scores[r] = _predict_complete(b[r], n_ratios, band_start, edges, mean, weights,
+                                          inv_std, intercept)
+        for _ in range(steps[r]):
+            intercept = _learn_complete(b[r], ys[r], ws[r], n_ratios, band_start, edges, count,
+                                        mean, m2, weights, inv_std, intercept, lr, intercept_lr)
+        if after:
+            scores[r] = _predict_complete(b[r], n_ratios, band_start, edges, mean, weights,
+                                          inv_std, intercept)
     return intercept
 
 

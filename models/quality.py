@@ -189,8 +189,19 @@ def card_id(card: str) -> int:
     >>> card_id("card-1") == card_id("card-1") != card_id("card-2")
     True
     """
-    return int.from_bytes(hashlib.blake2b(card.encode(), digest_size=8).digest(), "little",
-                          signed=True)
+    found = _CARD_IDS.get(card)
+    if found is None:
+        if len(_CARD_IDS) >= _CARD_IDS_KEPT:
+            _CARD_IDS.clear()
+        found = _CARD_IDS[card] = int.from_bytes(
+            hashlib.blake2b(card.encode(), digest_size=8).digest(), "little", signed=True)
+    return found
+
+
+# The ids of recent cards: a card labelled once is usually labelled again (its other
+# purchases), and a look-up costs a tenth of the digest. Emptied when full.
+_CARD_IDS: dict[str, int] = {}
+_CARD_IDS_KEPT = 65_536
 
 
 class LiveQuality:

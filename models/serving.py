@@ -219,21 +219,47 @@ class ModelRuntime:
     def learn_many(self, xs: Sequence[Mapping[str, float]], ys: Sequence[bool]) -> None:
         """:meth:`learn` of each example in order, with the same result.
 
-        Without a background model the dynamic model learns the whole batch at
-        once (boosted labels included); otherwise the labels are learned one by
-        one (the contest between the two models scores each label before either
-        learns from it).
+        Each model learns the whole batch at once (boosted labels included).
+        With a background model both also score each label as :meth:`learn`
+        does (the background model before it learns it, the current one
+        after), and the contest adds up their log-losses in order; the batch
+        stops where the background model reaches its last label, and labels
+        that may swap the models in (after a confirmed drift) are learned one
+        by one.
         """
-        if self.background is not None:
-            for x, y in zip(xs, ys):
-                self.learn(x, y)
-            return
+        background = self.background
+        if background is not None:
+            if self.swap_pending:
+                for x, y in zip(xs, ys):
+                    self.learn(x, y)
+                return
+            k = max(1, BACKGROUND_MAX_LABELS - self._background_labels)  # up to its last label
+            if k < len(xs):
+                self.learn_many(xs[:k], ys[:k])
+                self.learn_many(xs[k:], ys[k:])
+                return
         n = len(xs)
+        if not n:
+            return
         boosted = min(max(self.boost_labels, 0), n)
         self.boost_labels -= boosted
-        self.dynamic.learn_many(xs, ys, [ADAPT_BOOST] * boosted + [1] * (n - boosted)
-                                if boosted else None)
+        steps = [ADAPT_BOOST] * boosted + [1] * (n - boosted) if boosted else None
         self.unpublished += n
+        if background is None:
+            self.dynamic.learn_many(xs, ys, steps)
+            return
+        current = self.dynamic.learn_many_scored(xs, ys, steps, after=True)
+        judged = background.learn_many_scored(xs, ys, [ADAPT_BOOST] * n, after=False)
+        contest = self._contest
+        for b, c, y in zip(judged, current, ys):
+            contest[0] += log_loss(b, y)
+            contest[1] += log_loss(c, y)
+        self._background_labels += n
+        self._background_frauds += sum(map(bool, ys))
+        if self._background_labels >= BACKGROUND_MAX_LABELS:
+            log.info("background dynamic model dropped: after %d labels it is not better "
+                     "than the current one", self._background_labels)
+            self.background, self.swap_pending = None, False
 
     def on_drift_warning(self) -> None:
         """The error rises: fork the current model into a background model that adapts faster.

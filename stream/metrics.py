@@ -15,6 +15,8 @@ fresh one.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -101,3 +103,32 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*values)
         return found
+
+
+def observe_many(histogram, values) -> None:
+    """``histogram.observe(v)`` of each value in order (``histogram``: a labelled child),
+    with one update per bucket that got any and one of the sum (added up in the same order).
+
+    >>> m = Metrics()
+    >>> observe_many(m.child(m.scores, "dynamic"), [0.01, 0.5, 0.05, float("nan")])
+    >>> [m.registry.get_sample_value("fraudstream_score_bucket", {"model": "dynamic", "le": le})
+    ...  for le in ("0.05", "0.5", "+Inf")]
+    [2.0, 3.0, 3.0]
+    """
+    try:
+        bounds, buckets, total = histogram._upper_bounds, histogram._buckets, histogram._sum
+    except AttributeError:  # not the histogram this was written for: one by one
+        for v in values:
+            histogram.observe(v)
+        return
+    histogram._raise_if_not_observable()
+    counts = [0] * len(bounds)
+    acc = total.get()
+    for v in values:
+        acc += v
+        if v == v:  # NaN falls in no bucket
+            counts[bisect_left(bounds, v)] += 1
+    total.set(acc)
+    for bucket, n in zip(buckets, counts):
+        if n:
+            bucket.inc(n)

@@ -27,7 +27,7 @@ from features.schemas import (InvalidEvent, decode_label, decode_purchase, forma
 from features.store import FeatureStore, Snapshot
 from models.monitoring import ModelMonitor
 from models.serving import ModelRuntime
-from stream.metrics import Metrics
+from stream.metrics import Metrics, observe_many
 
 log = logging.getLogger(__name__)
 
@@ -145,12 +145,11 @@ class FraudPipeline:
         scored_at = time.time()
         champion = decision.champion
         self._report_versions(decision.versions)
-        histograms = {name: m.child(m.scores, name) for name in decision.scores[0]}
+        for name in decision.scores[0]:
+            observe_many(m.child(m.scores, name), [s[name] for s in decision.scores])
         latency = m.child(m.latency, "purchase")
         duplicates = 0
         for snap, scores, msg, p in zip(snapshots, decision.scores, sources, purchases):
-            for name, value in scores.items():
-                histograms[name].observe(value)
             duplicates += snap.duplicate
             if decision.ready and scores[champion] > self.threshold:
                 alert = self._alert(snap, p, scores, decision, scored_at, msg.timestamp)

@@ -274,3 +274,56 @@ def test_the_dynamic_model_learns_a_batch_with_steps_as_one_by_one(kind):
         _learn(one, x, y, k)
     assert (batch.n_labels, batch.n_frauds) == (one.n_labels, one.n_frauds) == (300, sum(ys))
     assert [batch.score(x) for x in xs[:50]] == [one.score(x) for x in xs[:50]]
+
+
+@pytest.mark.parametrize("kind", ["logreg", "hoeffding"])
+def test_a_background_model_judged_on_a_batch_as_one_by_one_until_it_is_dropped(kind,
+                                                                                 monkeypatch):
+    """With a background model, a batch is learned and scored by both models at once, with the
+    contest, the boost and the drop at its last label as :meth:`ModelRuntime.learn` in order."""
+    from models import serving
+
+    monkeypatch.setattr(serving, "BACKGROUND_MAX_LABELS", 700)
+    rng = np.random.default_rng(11)
+    xs = [{k: float(v) for k, v in zip(FEATURE_NAMES, rng.lognormal(1.0, 2.0, len(FEATURE_NAMES)))}
+          for _ in range(1200)]
+    ys = [bool(x["amount"] > 20.0) for x in xs]
+    xs[650].pop("amount")  # a batch with an incomplete dict is learned without the kernel
+    batch, one = (serving.ModelRuntime(kind=kind, fraud_weight=2.0) for _ in range(2))
+    for rt in (batch, one):
+        rt.dynamic = serving.DynamicModel(kind, 2.0)
+        rt.learn_many(xs[:100], ys[:100])
+        rt.boost_labels = 130  # boosted while the background model is judged
+        rt.on_drift_warning()
+    for part in (slice(100, 400), slice(400, 640), slice(640, 660), slice(660, 1000)):
+        batch.learn_many(xs[part], ys[part])
+    for x, y in zip(xs[100:1000], ys[100:1000]):
+        one.learn(x, y)
+    assert batch.background is None is one.background  # dropped after its 700th label
+    assert batch._contest == one._contest and batch._background_labels == 700
+    assert (batch.boost_labels, batch.unpublished) == (one.boost_labels, one.unpublished)
+    assert (batch.dynamic.n_labels, batch.dynamic.n_frauds) == (one.dynamic.n_labels,
+                                                                one.dynamic.n_frauds)
+    assert [batch.dynamic.score(x) for x in xs[1000:]] == [one.dynamic.score(x) for x in xs[1000:]]
+
+
+def test_labels_that_may_swap_the_background_model_in_are_learned_as_one_by_one():
+    from models.serving import ModelRuntime
+
+    rng = np.random.default_rng(12)
+    xs = [{k: float(v) for k, v in zip(FEATURE_NAMES, rng.lognormal(1.0, 2.0, len(FEATURE_NAMES)))}
+          for _ in range(1500)]
+    ys = [bool(x["amount"] > 20.0) for x in xs]
+    batch, one = ModelRuntime(), ModelRuntime()
+    flipped = [not y for y in ys]  # the pattern reverses: the background model adapts sooner
+    for rt in (batch, one):
+        rt.learn_many(xs[:300], ys[:300])
+        rt.on_drift()  # too few labels since the warning to judge: the swap is pending
+        assert rt.swap_pending and rt.background is not None
+    for part in (slice(300, 700), slice(700, 1500)):
+        batch.learn_many(xs[part], flipped[part])
+    for x, y in zip(xs[300:], flipped[300:]):
+        one.learn(x, y)
+    assert batch.background is None is one.background and batch.boost_labels > 0
+    assert batch._contest == one._contest and batch.boost_labels == one.boost_labels
+    assert [batch.dynamic.score(x) for x in xs[:100]] == [one.dynamic.score(x) for x in xs[:100]]
