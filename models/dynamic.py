@@ -97,43 +97,31 @@ class DynamicModel:
         self.n_frauds += bool(is_fraud)
 
     def learn_many(self, xs: Sequence[Mapping[str, float]], ys: Sequence[bool],
-                   steps: Sequence[int] | None = None) -> None:
+                   steps: Sequence[int] | None = None,
+                   scored: str | None = None) -> list[float] | None:
         """Learn labelled examples in order, the i-th in ``steps[i]`` learning steps (one
         when not given), each counted as one label: as :meth:`learn` would, to the last bit.
-        The logistic regression learns the whole batch in one compiled call."""
-        ys = [bool(y) for y in ys]
-        weights = [self.fraud_weight if y else 1.0 for y in ys]
-        linear = self._linear()
-        if linear is not None:
-            linear.learn_many(xs, ys, weights, steps)
-        else:
-            for i, (x, y, w) in enumerate(zip(xs, ys, weights)):
-                for _ in range(1 if steps is None else steps[i]):
-                    self.pipeline.learn_one(dict(x), y, w=w)
-        self.n_labels += len(ys)
-        self.n_frauds += sum(ys)
+        The logistic regression learns the whole batch in one compiled call.
 
-    def learn_many_scored(self, xs: Sequence[Mapping[str, float]], ys: Sequence[bool],
-                          steps: Sequence[int] | None, after: bool) -> list[float]:
-        """:meth:`learn_many`, and each example's :meth:`score` just before it is learned
-        (``after`` false) or just after, to the last bit."""
+        With ``scored`` ``"before"`` (or ``"after"``), also returns each example's
+        :meth:`score` just before it is learned (or just after), to the last bit."""
         ys = [bool(y) for y in ys]
         weights = [self.fraud_weight if y else 1.0 for y in ys]
         linear = self._linear()
         if linear is not None:
-            scores = linear.learn_many_scored(xs, ys, weights, steps, after)
+            scores = linear.learn_many(xs, ys, weights, steps, scored)
         else:
             scores = []
             for i, (x, y, w) in enumerate(zip(xs, ys, weights)):
-                if not after:
+                if scored == "before":
                     scores.append(self.score(x))
                 for _ in range(1 if steps is None else steps[i]):
                     self.pipeline.learn_one(dict(x), y, w=w)
-                if after:
+                if scored == "after":
                     scores.append(self.score(x))
         self.n_labels += len(ys)
         self.n_frauds += sum(ys)
-        return scores
+        return scores if scored else None
 
     def reasons(self, x: Mapping[str, float], top: int = 3) -> list[dict]:
         """The features that pushed this score up most, with their values.

@@ -349,72 +349,49 @@ class LinearFraudModel(base.Classifier):
             return
         self._learn_arrays(x, y, w)
 
-    def learn_many(self, xs, ys, ws, steps=None) -> None:
+    def learn_many(self, xs, ys, ws, steps=None, scored: str | None = None) -> list[float] | None:
         """:meth:`learn_one` of each ``(x, y, w)`` in order (``steps[i]`` times for the i-th,
         when given), with the same result to the last bit: dicts with every known feature
         are learned by one call of the compiled kernel over their matrix, as it would learn
         them one by one; a batch with any other dict is learned one by one.
 
-        >>> m, one = LinearFraudModel(derived=True, band_width=0.5), LinearFraudModel(derived=True, band_width=0.5)
-        >>> xs = [{"amount": a, "card_mean_amount_7d": 20.0} for a in (900.0, 20.0, 35.0)]
-        >>> for model in (m, one):
-        ...     model.learn_one(xs[0], True)
-        >>> m.learn_many(xs, [True, False, False], [1.0, 1.0, 1.0], [1, 2, 1])
-        >>> for x, y, k in zip(xs, [True, False, False], [1, 2, 1]):
-        ...     for _ in range(k):
-        ...         one.learn_one(x, y)
-        >>> bool((m.weights == one.weights).all()) and m.intercept == one.intercept
-        True
-        """
-        b = self._complete_rows(xs)
-        if b is None:
-            for i, (x, y, w) in enumerate(zip(xs, ys, ws)):
-                for _ in range(1 if steps is None else steps[i]):
-                    self.learn_one(x, y, w)
-            return
-        self.intercept = _learn_rows(
-            b, np.array(ys, np.bool_), np.array(ws, np.float64),
-            np.ones(len(b), np.int64) if steps is None else np.array(steps, np.int64),
-            self._n_ratios, self._band_start(), self._edges, self.count, self.mean, self.m2,
-            self.weights, self._inv_std, self.intercept, self.lr, self.intercept_lr)
-
-    def learn_many_scored(self, xs, ys, ws, steps, after: bool) -> list[float]:
-        """:meth:`learn_many`, and the probability of fraud of each ``x`` as
-        :meth:`predict_proba_one` gives it just before it is learned (``after`` false) or
-        just after: to the last bit, one kernel call for dicts with every known feature.
+        With ``scored`` ``"before"`` (or ``"after"``), also returns the probability of
+        fraud of each ``x`` as :meth:`predict_proba_one` gives it just before it is
+        learned (or just after), to the last bit.
 
         >>> m, one = LinearFraudModel(derived=True, band_width=0.5), LinearFraudModel(derived=True, band_width=0.5)
         >>> xs = [{"amount": a, "card_mean_amount_7d": 20.0} for a in (900.0, 20.0, 35.0)]
         >>> for model in (m, one):
         ...     model.learn_one(xs[0], True)
-        >>> got = m.learn_many_scored(xs, [True, False, False], [1.0, 1.0, 1.0], [1, 2, 1], False)
+        >>> got = m.learn_many(xs, [True, False, False], [1.0, 1.0, 1.0], [1, 2, 1], "before")
         >>> expected = []
         >>> for x, y, k in zip(xs, [True, False, False], [1, 2, 1]):
         ...     expected.append(one.predict_proba_one(x)[True])
         ...     for _ in range(k):
         ...         one.learn_one(x, y)
-        >>> got == expected and m.intercept == one.intercept
+        >>> got == expected and bool((m.weights == one.weights).all()) and m.intercept == one.intercept
         True
         """
+        when = _SCORED[scored]
         b = self._complete_rows(xs)
         if b is None:
             out = []
             for i, (x, y, w) in enumerate(zip(xs, ys, ws)):
-                if not after:
+                if when == _BEFORE:
                     out.append(self.predict_proba_one(x)[True])
                 for _ in range(1 if steps is None else steps[i]):
                     self.learn_one(x, y, w)
-                if after:
+                if when == _AFTER:
                     out.append(self.predict_proba_one(x)[True])
-            return out
-        scores = np.empty(len(b))
-        self.intercept = _learn_rows_scored(
+            return out if when else None
+        scores = np.empty(len(b) if when else 0)
+        self.intercept = _learn_rows(
             b, np.array(ys, np.bool_), np.array(ws, np.float64),
             np.ones(len(b), np.int64) if steps is None else np.array(steps, np.int64),
-            bool(after), self._n_ratios, self._band_start(), self._edges, self.count,
-            self.mean, self.m2, self.weights, self._inv_std, self.intercept, self.lr,
-            self.intercept_lr, scores)
-        return scores.tolist()
+            when, self._n_ratios, self._band_start(), self._edges, self.count, self.mean,
+            self.m2, self.weights, self._inv_std, self.intercept, self.lr, self.intercept_lr,
+            scores)
+        return scores.tolist() if when else None
 
     def _complete_rows(self, xs) -> np.ndarray | None:
         """The inputs of each dict, log-scaled, as rows of a matrix when every dict has
@@ -513,7 +490,6 @@ def warm_up() -> None:
     for y in (True, False):  # the first one adds the features, the second is the kernel's
         m.learn_one(x, y)
     m.learn_many([x], [False], [1.0])
-    m.learn_many_scored([x], [False], [1.0], None, True)
     m.predict_proba_one(x)
 
 
@@ -597,31 +573,25 @@ def _learn_complete(b, y, w, n_ratios, band_start, edges, count, mean, m2, weigh
     return intercept
 
 
-@njit(cache=True)
-def _learn_rows(b, ys, ws, steps, n_ratios, band_start, edges, count, mean, m2, weights,
-                inv_std, intercept, lr, intercept_lr):
-    """:func:`_learn_complete` of each row of ``b`` in order, ``steps[i]`` times the i-th;
-    returns the new intercept."""
-    for r in range(b.shape[0]):
-        for _ in range(steps[r]):
-            intercept = _learn_complete(b[r], ys[r], ws[r], n_ratios, band_start, edges, count,
-                                        mean, m2, weights, inv_std, intercept, lr, intercept_lr)
-    return intercept
+# When :func:`_learn_rows` scores each row: not at all, just before it is learned, just after.
+_SCORED = {None: 0, "before": 1, "after": 2}
+_BEFORE, _AFTER = _SCORED["before"], _SCORED["after"]
 
 
 @njit(cache=True)
-def _learn_rows_scored(b, ys, ws, steps, after, n_ratios, band_start, edges, count, mean, m2,
-                       weights, inv_std, intercept, lr, intercept_lr, scores):
-    """:func:`_learn_rows`, with ``scores[i]``: :func:`_predict_complete` of the i-th row
-    just before it is learned, or just after with ``after``; returns the new intercept."""
+def _learn_rows(b, ys, ws, steps, when, n_ratios, band_start, edges, count, mean, m2, weights,
+                inv_std, intercept, lr, intercept_lr, scores):
+    """:func:`_learn_complete` of each row of ``b`` in order, ``steps[i]`` times the i-th,
+    with ``scores[i]``: :func:`_predict_complete` of the i-th row just before it is
+    learned (``when`` 1) or just after (2), none with 0; returns the new intercept."""
     for r in range(b.shape[0]):
-        if not after:
+        if when == 1:
             scores[r] = _predict_complete(b[r], n_ratios, band_start, edges, mean, weights,
                                           inv_std, intercept)
         for _ in range(steps[r]):
             intercept = _learn_complete(b[r], ys[r], ws[r], n_ratios, band_start, edges, count,
                                         mean, m2, weights, inv_std, intercept, lr, intercept_lr)
-        if after:
+        if when == 2:
             scores[r] = _predict_complete(b[r], n_ratios, band_start, edges, mean, weights,
                                           inv_std, intercept)
     return intercept

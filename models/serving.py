@@ -248,8 +248,8 @@ class ModelRuntime:
         if background is None:
             self.dynamic.learn_many(xs, ys, steps)
             return
-        current = self.dynamic.learn_many_scored(xs, ys, steps, after=True)
-        judged = background.learn_many_scored(xs, ys, [ADAPT_BOOST] * n, after=False)
+        current = self.dynamic.learn_many(xs, ys, steps, scored="after")
+        judged = background.learn_many(xs, ys, [ADAPT_BOOST] * n, scored="before")
         contest = self._contest
         for b, c, y in zip(judged, current, ys):
             contest[0] += log_loss(b, y)
