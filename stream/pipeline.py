@@ -34,9 +34,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One input record: its bytes and where it came from."""
+    """One input record: its bytes and where it came from.
 
-    value: bytes
+    A replay gives each event as the object its file reader parsed instead
+    of bytes (see :func:`features.schemas.decode_purchase`).
+    """
+
+    value: bytes | dict
     key: bytes | None = None
     topic: str = ""
     partition: int = -1

@@ -131,8 +131,8 @@ def _replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict], 
     started = time.perf_counter()
 
     def run_purchases() -> None:
-        out = pipeline.process_purchases([new_message(orjson.dumps(e), None, "purchase", -1, -1,
-                                                      None) for e in chunk_purchases])
+        out = pipeline.process_purchases([new_message(e, None, "purchase", -1, -1, None)
+                                          for e in chunk_purchases])
         result.n_purchases += len(chunk_purchases)
         result.n_rejected += len(out.dead_letters)
         alerted = set()
@@ -154,7 +154,7 @@ def _replay(pipeline: FraudPipeline, purchases: list[dict], labels: list[dict], 
                                          tx in alerted, is_fraud, scenario))
 
     def run_labels() -> None:
-        out = pipeline.process_labels([new_message(orjson.dumps(e), None, "label", -1, -1, None)
+        out = pipeline.process_labels([new_message(e, None, "label", -1, -1, None)
                                        for e in chunk_labels])
         result.n_labels += len(chunk_labels)
         result.n_rejected += len(out.dead_letters)

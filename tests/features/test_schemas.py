@@ -17,7 +17,7 @@ GOOD = {"transaction_id": "t1", "event_time": "2023-12-31T23:00:00Z", "user_id":
         "seller_id": "s1", "item_id": "i1", "card_hash": "c1", "price": 10.0, "n_items": 1}
 
 
-def reason(raw: bytes, **kw) -> str:
+def reason(raw: bytes | dict, **kw) -> str:
     with pytest.raises(InvalidEvent) as exc:
         decode_purchase(raw, now=NOW, **kw)
     return exc.value.reason
@@ -168,6 +168,50 @@ def test_a_label_decodes_as_its_field_by_field_checks_say(event):
         assert (got.value.reason, got.value.detail) == (exc.reason, exc.detail)
     else:
         assert decode_label(raw) == expected
+
+
+def _decoded(decode, raw, **kw):
+    try:
+        return decode(raw, **kw)
+    except InvalidEvent as exc:
+        return exc.reason
+
+
+def _text(obj) -> bytes:
+    """What a producer would send: orjson's text, or the standard library's where orjson
+    refuses (an integer beyond 64 bits, which the decoder refuses in turn)."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return dump(obj)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(purchase_fields, st.sampled_from(sorted(GOOD) + ["schema_version", "currency"]),
+       json_values | st.sampled_from(["", "x" * 257, 0.5, 10, "2030-01-01T00:00:00Z", 2, True]),
+       st.booleans(), st.fixed_dictionaries({
+           "transaction_id": st.sampled_from(["t1", "", 5]),
+           "is_fraud": st.sampled_from([True, False, 1]),
+           "label_time": st.sampled_from(["2023-12-31T23:00:00.500Z", "someday", 1_704_067_200_000,
+                                          None]),
+           "source": st.sampled_from(["chargeback", "", 3])},
+           optional={"schema_version": st.sampled_from([1, 2, True]),
+                     "scenario": st.just(2)}))
+def test_an_event_parsed_from_a_file_decodes_as_its_text(event, field, value, change, label):
+    """A replay hands the pipeline the objects its file reader parsed: each decodes to the
+    same purchase or label as its JSON text, or is refused for the same reason."""
+    purchase = {**event, field: value} if change else dict(event)
+    assert _decoded(decode_purchase, purchase, now=NOW) == \
+        _decoded(decode_purchase, _text(purchase), now=NOW)
+    assert _decoded(decode_label, label) == _decoded(decode_label, _text(label))
+
+
+def test_a_parsed_event_of_a_type_json_has_not_is_decoded_from_its_text():
+    """What the usual path does not take is written as JSON first: a datetime from a
+    Parquet file becomes its ISO text, as before."""
+    when = datetime(2023, 12, 31, 23, 0, tzinfo=timezone.utc)
+    assert decode_purchase({**GOOD, "event_time": when}, now=NOW).event_ts == when.timestamp()
+    assert reason({**GOOD, "price": {10.0}}) == "not_json"  # nor any JSON text at all
 
 
 def _iso_millis(ts: float) -> str:
