@@ -41,7 +41,6 @@ import fcntl
 import math
 import os
 import sqlite3
-import struct
 import threading
 from operator import attrgetter
 from pathlib import Path
@@ -52,6 +51,7 @@ import orjson
 from numba import njit
 
 from features.columnar import KINDS, REFERENCE_COLUMNS, REFERENCE_ORDER, StateTables, warm_up, zeros
+from features.packed import VALUES, PackedFeatures
 from features.schemas import Label
 from features.state import EntityState, state_from_json
 from features.store.base import FeatureStore, LabelResult, Snapshot, StoreConfig, StoreUnavailable
@@ -308,7 +308,7 @@ class EmbeddedStore(FeatureStore):
             for (body,) in self._db.execute(
                     "SELECT body FROM snapshots WHERE transaction_id IN "
                     f"({','.join('?' * len(part))})", part):
-                snap = snapshot_from_bytes(body)
+                snap = snapshot_from_bytes(body, packed=True)
                 if snap.event_ts >= horizon:
                     found[snap.transaction_id] = snap, body
         return found
@@ -538,7 +538,7 @@ def _hours(times) -> np.ndarray:
 # usual ones in the usual order, else the JSON of the whole snapshot (bodies written before
 # the packed form are JSON too, and are read as ever).
 _PACKED = 1  # first byte of a packed body; a JSON body starts with "["
-_FEATURES = struct.Struct(f"<{len(REFERENCE_ORDER)}d")
+_FEATURES = VALUES
 _FEATURES_END = 1 + _FEATURES.size
 _LABEL_BYTES = {None: b"\x00", False: b"\x01", True: b"\x02"}
 _LABELS = (None, False, True)
@@ -592,12 +592,17 @@ def _labelled(body: bytes, label: bool) -> bytes:
     return body[:-5] + (b"true]" if label else b"false]")
 
 
-def snapshot_from_bytes(raw: bytes) -> Snapshot:
+def snapshot_from_bytes(raw: bytes, packed: bool = False) -> Snapshot:
     """A snapshot from its stored body (either form; also a JSON body with its features as a
-    list of values in the usual order, as an earlier version wrote)."""
+    list of values in the usual order, as an earlier version wrote).
+
+    ``packed``: the features of a packed body as :class:`PackedFeatures` (what a label's
+    learning reads fastest) rather than a dict.
+    """
     if raw[0] == _PACKED:
         fields = orjson.loads(raw[_FEATURES_END:-1])  # all but the features and the label
-        fields.insert(5, dict(zip(REFERENCE_ORDER, _FEATURES.unpack_from(raw, 1))))
+        fields.insert(5, PackedFeatures(raw[1:_FEATURES_END]) if packed else
+                      dict(zip(REFERENCE_ORDER, _FEATURES.unpack_from(raw, 1))))
         fields.append(_LABELS[raw[-1]])
         return Snapshot(*fields)
     data = orjson.loads(raw)

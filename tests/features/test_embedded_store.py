@@ -16,7 +16,8 @@ def stored_bodies(store: EmbeddedStore) -> dict[str, bytes]:
 
 def test_labels_found_in_batches_and_rewritten_in_place_store_what_a_fresh_write_would(tmp_path):
     """Labels of committed purchases (one query per batch, the stored body with its label
-    replaced), of purchases of the same batch, repeated and unknown labels, in one stream."""
+    replaced, the features read back packed), of purchases of the same batch, repeated and
+    unknown labels, in one stream."""
     rng = random.Random(5)
     store = EmbeddedStore(tmp_path)
     purchases = [Purchase(f"t{i}", T0 + 60 * i, f"u{i % 7}", f"s{i % 3}", "item", f"c{i % 11}",
@@ -26,6 +27,7 @@ def test_labels_found_in_batches_and_rewritten_in_place_store_what_a_fresh_write
             snap.scores["dynamic"] = rng.random()
         if k < 900:  # the last purchases are labelled before their first commit
             store.commit()
+    features = {f"t{i}": store.snapshot(f"t{i}").features for i in range(1200)}
     labelled: dict[str, bool] = {}
     order = list(range(1250))
     rng.shuffle(order)
@@ -40,6 +42,9 @@ def test_labels_found_in_batches_and_rewritten_in_place_store_what_a_fresh_write
                                       else "duplicate")
             if first:
                 labelled[label.transaction_id] = label.is_fraud
+            if outcome.snapshot is not None:  # read back packed when committed: the same values
+                assert outcome.snapshot.features == features[label.transaction_id]
+                assert list(outcome.snapshot.features) == list(features[label.transaction_id])
         store.commit()
     bodies = stored_bodies(store)
     assert len(bodies) == 1200

@@ -230,6 +230,30 @@ def test_learning_a_batch_equals_learning_one_by_one_to_the_last_bit(derived, ba
     assert batch.intercept == one.intercept
 
 
+def test_features_read_back_packed_are_learned_as_their_dicts_to_the_last_bit():
+    """A label's snapshot from the store has its features packed (float64 in the store's
+    order); a batch of them is learned as the same batch of dicts, and one alone too."""
+    from features.columnar import REFERENCE_ORDER
+    from features.packed import VALUES, PackedFeatures
+
+    rng = random.Random(3)
+    packed, plain = (LinearFraudModel(derived=True, band_width=0.1) for _ in range(2))
+    for k in range(20):
+        dicts = [{n: rng.lognormvariate(3, 1.5) if "amount" in n else rng.uniform(0, 50)
+                  for n in REFERENCE_ORDER} for _ in range(rng.randint(1, 40))]
+        xs = [PackedFeatures(VALUES.pack(*d.values())) for d in dicts]
+        ys = [rng.random() < 0.2 for _ in xs]
+        ws = [1.0] * len(xs)
+        if k % 4 == 3:  # one alone goes through the mapping
+            packed.learn_one(xs[0], ys[0])
+            plain.learn_one(dicts[0], ys[0])
+        assert packed.learn_many(xs, ys, ws, None, "before") == \
+            plain.learn_many(dicts, ys, ws, None, "before")
+    for name in ("count", "mean", "m2", "weights"):
+        assert np.array_equal(getattr(packed, name), getattr(plain, name)), name
+    assert packed.intercept == plain.intercept
+
+
 def test_the_runtime_learns_a_batch_as_one_by_one_boost_and_background_included():
     from models.serving import ADAPT_BOOST, ModelRuntime
 
