@@ -37,7 +37,7 @@ def pipeline_run(sim) -> tuple[float, list]:
         cpu = time.process_time()
         result = replay(pipeline, sim.purchases, sim.labels)
         cpu = time.process_time() - cpu
-        vectors = {s.transaction_id: pipeline.store.snapshot(s.transaction_id).features
+        vectors = {s.transaction_id: dict(pipeline.store.snapshot(s.transaction_id).features)
                    for s in result.scored}
         pipeline.close()
     n = result.n_purchases + result.n_labels

@@ -37,7 +37,7 @@ import numpy as np
 from numba import njit
 from river import base
 
-from features.packed import packed_matrix
+from features.packed import PackedFeatures, packed_matrix
 
 
 # Below this many rows a batch is scored row by row by the compiled kernel: measured,
@@ -203,6 +203,8 @@ class LinearFraudModel(base.Classifier):
         features (the kernels' case); None otherwise."""
         if len(x) != self._n_base or self._getter is None:
             return None
+        if type(x) is PackedFeatures:
+            x = x.as_dict()
         try:
             row = self._getter(x)
         except KeyError:
@@ -224,6 +226,8 @@ class LinearFraudModel(base.Classifier):
         of every update, as river leaves out a missing key.
         """
         n = self._n_base
+        if type(x) is PackedFeatures:
+            x = x.as_dict()
         if len(x) == n and self._getter is not None:
             try:
                 row = self._getter(x)
@@ -320,10 +324,12 @@ class LinearFraudModel(base.Classifier):
         n, getter = self._n_base, self._getter
         if getter is None or len(xs) < MATRIX_MIN_ROWS or any(len(x) != n for x in xs):
             return [self.predict_proba_one(x)[True] for x in xs]
-        try:
-            rows = [getter(x) for x in xs]
-        except KeyError:
-            return [self.predict_proba_one(x)[True] for x in xs]
+        rows = packed_matrix(xs, tuple(self.names))
+        if rows is None:
+            try:
+                rows = [getter(x) for x in xs]
+            except KeyError:
+                return [self.predict_proba_one(x)[True] for x in xs]
         v = np.zeros((len(rows), len(self.columns)))
         v[:, :n] = rows
         head = v[:, :self._n_log]

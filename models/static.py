@@ -30,6 +30,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from features.packed import packed_matrix
 from features.schemas import FEATURE_NAMES
 from features.schemas import format_time
 from models.feature_log import FeatureLog, check_suffix, read_feature_log, write_columns
@@ -235,8 +236,10 @@ class StaticModel:
         """Fraud probability of each feature dict, scored as one micro-batch."""
         if not xs:
             return []
+        X = packed_matrix(xs, self.feature_names)  # as the feature store gives them
         try:
-            X = np.array([self._row(x) for x in xs], dtype=np.float32)
+            X = (np.array([self._row(x) for x in xs], dtype=np.float32) if X is None
+                 else X.astype(np.float32))
         except KeyError:
             i, x = next((i, x) for i, x in enumerate(xs) if not set(self.feature_names) <= x.keys())
             missing = [f for f in self.feature_names if f not in x]

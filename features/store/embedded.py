@@ -287,11 +287,14 @@ class EmbeddedStore(FeatureStore):
             features = tables.apply_columns(
                 ts, price, n_items, np.array(uregs, np.float64), np.array(sregs, np.float64),
                 users, cards, sellers, featurize=True)
-            names = REFERENCE_ORDER
+            # Each snapshot's features as the bytes they are stored as (read on demand).
+            packed = features[:, REFERENCE_COLUMNS].astype("<f8").tobytes()
+            size = VALUES.size
             pending = self._pending
-            for i, tx, t, u, c, s, row in zip(fresh, txs, ts_list, users, cards, sellers,
-                                              features[:, REFERENCE_COLUMNS].tolist()):
-                pending[tx] = out[i] = Snapshot(tx, t, u, c, s, dict(zip(names, row)))
+            for i, tx, t, u, c, s, at in zip(fresh, txs, ts_list, users, cards, sellers,
+                                             range(0, len(packed), size)):
+                pending[tx] = out[i] = Snapshot(tx, t, u, c, s,
+                                                PackedFeatures(packed[at:at + size]))
             self._ops.extend(zip(ts_list, users, cards, sellers, prices, items, uregs, sregs))
             for i, j in copies.items():
                 out[i] = _as_duplicate(out[j])
@@ -558,9 +561,13 @@ def snapshot_to_bytes(snap: Snapshot) -> bytes:
     (True, True)
     """
     features = snap.features
-    if len(features) != len(REFERENCE_ORDER) or tuple(features) != REFERENCE_ORDER:
+    if type(features) is PackedFeatures:
+        values = features.raw
+    elif len(features) != len(REFERENCE_ORDER) or tuple(features) != REFERENCE_ORDER:
         return snap.to_bytes()
-    return b"".join((b"\x01", _FEATURES.pack(*features.values()),
+    else:
+        values = _FEATURES.pack(*features.values())
+    return b"".join((b"\x01", values,
                      orjson.dumps([snap.transaction_id, snap.event_ts, snap.user_id,
                                    snap.card_hash, snap.seller_id, snap.scores]),
                      _LABEL_BYTES[snap.label]))

@@ -133,6 +133,18 @@ def test_numpy_scores_equal_the_keras_network(trained):
     assert model.score(dicts[0]) == pytest.approx(keras_scores[0], abs=1e-5)
 
 
+def test_features_as_the_store_packs_them_score_as_their_dicts(trained):
+    from features.columnar import REFERENCE_ORDER
+    from features.packed import VALUES, PackedFeatures
+
+    model = StaticModel.load(trained[0].model_dir)
+    rng = np.random.default_rng(6)
+    dicts = [dict(zip(REFERENCE_ORDER, rng.uniform(0.0, 50.0, len(REFERENCE_ORDER)).tolist()))
+             for _ in range(20)]
+    packed = [PackedFeatures(VALUES.pack(*d.values())) for d in dicts]
+    assert model.score_dicts(packed) == model.score_dicts(dicts)
+
+
 def test_the_model_learns_a_separable_pattern_and_validates_on_the_latest_time(trained):
     info, log = trained
     assert info.roc_auc > 0.9 and info.average_precision > 0.5
