@@ -380,23 +380,22 @@ class EmbeddedStore(FeatureStore):
                                           for body, tx in labelled_rows]
                 self._db.executemany("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)",
                                      snapshot_rows)
+                # The stream clock is not written: re-applying the journal moves it as before.
                 self._db.execute("INSERT INTO journal (ops) VALUES (?)", (ops,))
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('clock', ?)",
-                                 (tables.clock,))
                 label_seq = self.label_seq
                 if self._applied:
+                    # Numbered on from the highest number, which a purge never removes.
                     self._db.executemany("INSERT INTO applied_labels (transaction_id) VALUES (?)",
                                          [(tx,) for tx in self._applied])
-                    label_seq = self._db.execute(
-                        "SELECT coalesce(max(seq), 0) FROM applied_labels").fetchone()[0]
-                    self.round_trips += 2
+                    label_seq += len(self._applied)
+                    self.round_trips += 1
                 self._journal_events += len(self._ops)
                 self._commits += 1
                 if self._commits % PURGE_EVERY == 0:
                     self._purge()
                 if self._journal_events >= max(CHECKPOINT_MIN_EVENTS, tables.entity_count()):
                     self._checkpoint()
-            self.round_trips += 4
+            self.round_trips += 3
             self._pending.clear()
             self._bodies.clear()
             self._ops.clear()

@@ -46,6 +46,8 @@ def test_labels_found_in_batches_and_rewritten_in_place_store_what_a_fresh_write
                 assert outcome.snapshot.features == features[label.transaction_id]
                 assert list(outcome.snapshot.features) == list(features[label.transaction_id])
         store.commit()
+    (highest,) = store._db.execute("SELECT max(seq) FROM applied_labels").fetchone()
+    assert store.label_seq == highest == len(labelled)  # counted on, not read back
     bodies = stored_bodies(store)
     assert len(bodies) == 1200
     for tx, body in bodies.items():
