@@ -168,8 +168,9 @@ def create_app(settings: Settings, pipeline: FraudPipeline) -> faust.App:
 
     def set_lag(tp: TP, highwater: int | None) -> None:
         if highwater is not None and tp in processed:
-            pipeline.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)
-                                                 ).set(max(0, highwater - processed[tp] - 1))
+            metrics = pipeline.metrics
+            metrics.child(metrics.consumer_lag, tp.topic, str(tp.partition)).set(
+                max(0, highwater - processed[tp] - 1))
 
     def report_lag(events) -> None:
         """Consumer lag of the partitions of a batch, from the fetcher's cached highwaters."""
