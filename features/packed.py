@@ -1,12 +1,14 @@
 """A snapshot's features as stored: float64 values in the usual order, read on demand.
 
-A label brings back the snapshot of its purchase from the store, and the
-model learns from its features. Building a dict of 28 features for each one,
-for the model to take the values out again in its own order, cost about 3 µs
-per label, a twentieth of a replay's cost per purchase and its label.
-:class:`PackedFeatures` keeps the stored bytes instead: a model takes a batch
-of them as one matrix (:func:`packed_matrix`), and anything else reads them
-as the mapping they are (the dict is built on first use).
+The embedded store computes a micro-batch's features as a matrix and stores
+each snapshot's as float64 bytes; a label brings those bytes back. Building
+a dict of 28 features for each purchase and each label, for the models to
+take the values out again in their own order, cost 2-3 µs each time.
+:class:`PackedFeatures` keeps the bytes instead: a model takes a batch of
+them as one matrix (:func:`packed_matrix`), and anything else reads them as
+the mapping they are (the dict is built on first use). With the events
+decoded once, this took a 10-day replay from about 69 to 51 µs per purchase
+and its label (bench/replay_speed.py, alternating runs in one session).
 """
 
 from __future__ import annotations

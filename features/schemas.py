@@ -238,15 +238,7 @@ def _load_object(raw: bytes | str | None, max_bytes: int) -> dict[str, Any]:
 
 
 def _current_version(obj: dict[str, Any]) -> bool:
-    """Whether an event object of this schema version, as a file reader parsed it, may be
-    decoded without its JSON text.
-
-    Replay reads its events from files, already parsed. The usual event (every
-    field of its plain JSON type, see :func:`_plain_purchase`) is then checked
-    on that object: its text would give back the same object. Anything else is
-    written as text and decoded as if it came from Kafka, so that it gets the
-    same answer. What a parsed event skips is the size limit, which is the
-    transport's (``max_event_bytes``).
+    """Whether an event object is of this schema version (no version given counts as this).
 
     >>> _current_version({"transaction_id": "t1"}), _current_version({"schema_version": 9})
     (True, False)
@@ -256,7 +248,16 @@ def _current_version(obj: dict[str, Any]) -> bool:
 
 
 def _as_text(obj: dict[str, Any]) -> bytes:
-    """A parsed event as JSON text, to be decoded as from Kafka (see :func:`_current_version`)."""
+    """An event object as JSON text, to be decoded as if it came from Kafka.
+
+    Replay reads its events from files, already parsed. The usual event (this
+    schema version, every field of its plain JSON type, see
+    :func:`_plain_purchase`) is checked on that object: its text would give
+    back the same object. Anything else is written as text with this and
+    decoded from it, so that it gets the same answer as from Kafka. What a
+    parsed event skips is the size limit, which is the transport's
+    (``max_event_bytes``).
+    """
     try:
         return orjson.dumps(obj)
     except TypeError:  # e.g. an integer beyond 64 bits, which the standard library writes
@@ -343,7 +344,7 @@ def decode_purchase(raw: bytes | str | dict, *, now: float | None = None,
     defaults to the wall clock. Replay of history passes the replay clock.
 
     ``raw`` is the event's JSON text, or the object a file reader parsed (see
-    :func:`_current_version`).
+    :func:`_as_text`).
     """
     if type(raw) is dict:
         if _current_version(raw):
@@ -447,7 +448,7 @@ def decode_label(raw: bytes | str | dict, *, max_bytes: int = MAX_EVENT_BYTES) -
     """Decode and validate one label event, or raise :class:`InvalidEvent`.
 
     ``raw`` is the event's JSON text, or the object a file reader parsed (see
-    :func:`_current_version`).
+    :func:`_as_text`).
 
     >>> decode_label(b'{"transaction_id": "t1", "is_fraud": true, '
     ...              b'"label_time": 1522540800000, "source": "chargeback"}').is_fraud
