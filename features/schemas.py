@@ -346,15 +346,22 @@ def decode_purchase(raw: bytes | str | dict, *, now: float | None = None,
     ``raw`` is the event's JSON text, or the object a file reader parsed (see
     :func:`_as_text`).
     """
+    return _decode(raw, max_bytes, lambda obj: _plain_purchase(obj, now),
+                   lambda obj: _checked_purchase(obj, now))
+
+
+def _decode(raw, max_bytes: int, plain, checked):
+    """The event of ``raw`` (text or parsed object): ``plain`` of its object for the usual
+    event (None otherwise), else ``checked`` of it, which finds what is wrong or accepts it."""
     if type(raw) is dict:
         if _current_version(raw):
-            plain = _plain_purchase(raw, now)
-            if plain is not None:
-                return plain
+            event = plain(raw)
+            if event is not None:
+                return event
         raw = _as_text(raw)
     obj = _load_object(raw, max_bytes)
-    plain = _plain_purchase(obj, now)
-    return plain if plain is not None else _checked_purchase(obj, now)
+    event = plain(obj)
+    return event if event is not None else checked(obj)
 
 
 def _checked_purchase(obj: dict[str, Any], now: float | None) -> Purchase:
@@ -454,14 +461,7 @@ def decode_label(raw: bytes | str | dict, *, max_bytes: int = MAX_EVENT_BYTES) -
     ...              b'"label_time": 1522540800000, "source": "chargeback"}').is_fraud
     True
     """
-    if type(raw) is dict:
-        label = _plain_label(raw) if _current_version(raw) else None
-        if label is not None:
-            return label
-        raw = _as_text(raw)
-    obj = _load_object(raw, max_bytes)
-    label = _plain_label(obj)
-    return label if label is not None else _checked_label(obj)
+    return _decode(raw, max_bytes, _plain_label, _checked_label)
 
 
 def _plain_label(obj: dict[str, Any]) -> Label | None:

@@ -540,8 +540,7 @@ def _hours(times) -> np.ndarray:
 # usual ones in the usual order, else the JSON of the whole snapshot (bodies written before
 # the packed form are JSON too, and are read as ever).
 _PACKED = 1  # first byte of a packed body; a JSON body starts with "["
-_FEATURES = VALUES
-_FEATURES_END = 1 + _FEATURES.size
+_FEATURES_END = 1 + VALUES.size
 _LABEL_BYTES = {None: b"\x00", False: b"\x01", True: b"\x02"}
 _LABELS = (None, False, True)
 
@@ -565,7 +564,7 @@ def snapshot_to_bytes(snap: Snapshot) -> bytes:
     elif len(features) != len(REFERENCE_ORDER) or tuple(features) != REFERENCE_ORDER:
         return snap.to_bytes()
     else:
-        values = _FEATURES.pack(*features.values())
+        values = VALUES.pack(*features.values())
     return b"".join((b"\x01", values,
                      orjson.dumps([snap.transaction_id, snap.event_ts, snap.user_id,
                                    snap.card_hash, snap.seller_id, snap.scores]),
@@ -608,7 +607,7 @@ def snapshot_from_bytes(raw: bytes, packed: bool = False) -> Snapshot:
     if raw[0] == _PACKED:
         fields = orjson.loads(raw[_FEATURES_END:-1])  # all but the features and the label
         fields.insert(5, PackedFeatures(raw[1:_FEATURES_END]) if packed else
-                      dict(zip(REFERENCE_ORDER, _FEATURES.unpack_from(raw, 1))))
+                      dict(zip(REFERENCE_ORDER, VALUES.unpack_from(raw, 1))))
         fields.append(_LABELS[raw[-1]])
         return Snapshot(*fields)
     data = orjson.loads(raw)
