@@ -28,6 +28,7 @@ import argparse
 import gc
 import multiprocessing
 import os
+import queue
 import statistics
 import sys
 import tempfile
@@ -81,6 +82,7 @@ def run_worker(settings: Settings, workdir: Path):
     deadline = time.monotonic() + 60
     while scored(settings.metrics_port) < 0:
         if time.monotonic() > deadline or proc.poll() is not None:
+            stop_process(proc)  # in a session of its own: nothing else would stop it
             raise RuntimeError(f"worker did not start; see {workdir}")
         time.sleep(0.2)
     return proc
@@ -247,10 +249,30 @@ def latency(bootstrap: str, workdir: Path, rate: float, seconds: float, warmup: 
             time.sleep(0.05)
     finally:
         stop.set()
-        got = out.get(timeout=60)
-        reader.join(10)
         stop_process(proc)
+        got = collect(reader, out)
+    if got is None:
+        raise RuntimeError(f"the alert reader sent back nothing (exit code {reader.exitcode}); "
+                           "its error is above")
     return [t - sent[txid] for txid, t in got if txid in sent], cpu
+
+
+def collect(reader, out, timeout: float = 60.0) -> list | None:
+    """What the alert reader sent back, or None if it failed first; it is gone after this.
+
+    Never raises: it runs while an earlier error may be on its way out, and the
+    worker is stopped before it either way (a worker left behind kept a core
+    busy long after a failed run)."""
+    got = None
+    try:
+        got = out.get(timeout=timeout if reader.is_alive() else 1.0)
+    except queue.Empty:
+        pass
+    reader.join(10)
+    if reader.is_alive():
+        reader.terminate()
+        reader.join(5)
+    return got
 
 
 def pct(values: list[float], q: float) -> float:
