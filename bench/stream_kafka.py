@@ -261,8 +261,9 @@ def collect(reader, out, timeout: float = 60.0) -> list | None:
     """What the alert reader sent back, or None if it failed first; it is gone after this.
 
     Never raises: it runs while an earlier error may be on its way out, and the
-    worker is stopped before it either way (a worker left behind kept a core
-    busy long after a failed run)."""
+    worker is stopped before it either way (a worker left behind by a failed
+    run went on retrying the broker that was gone, and its CPU skewed every
+    later measurement)."""
     got = None
     try:
         got = out.get(timeout=timeout if reader.is_alive() else 1.0)
