@@ -5,6 +5,7 @@
                                       [--blend-weight W] [--no-floor] [--dump DIR]
                                       [--members N] [--hidden-units 64 32] [--dropout D]
                                       [--learning-rate LR] [--batch-size B]
+                                      [--ceilings-only]
 
 For each seed: simulate the handbook preset (one card per user, every label
 exactly 7 days after its purchase), then replay it through the pipeline
@@ -40,7 +41,14 @@ of the day, the top 100 cards, cards found on earlier days skipped),
 after removing the cards already known to be compromised before each test
 day (a fraud since the start of the training week whose label had arrived).
 Prints each seed and the mean ± sd over the seeds beside the published
-figures, and the oracle (perfect scores) as the ceiling of CP@100.
+figures, and two ceilings: the oracle (perfect scores), and the oracle of
+what the features can see (:func:`visible_frauds`: perfect scores for every
+fraud but those on a compromised terminal before any fraud on it was
+labelled, which it ranks at random with everything else). Per seed and
+model it also prints the share of the legitimate purchases scored below a
+visible fraud and below a hidden one (:func:`fraud_ranks`): the ROC AUC is
+their average over the frauds, and a model that cannot see the hidden ones
+gets 50% there, give or take chance.
 
 The static model's options (``--members``, ``--hidden-units``, ...) apply to
 both the static model and the probe; by default they are
@@ -88,21 +96,61 @@ FLOOR_QUANTILE = 0.5  # the dynamic score's floor in the blend: its median over 
 MODELS = ("dynamic", "static", "blend")
 LABELS = {"dynamic": "dynamic (online, learns in the stream)",
           "static": "static (Keras, trained on the training weeks)",
-          "blend": "champion (blend of both)", "oracle": "oracle (perfect scores): ceiling"}
+          "blend": "champion (blend of both)", "oracle": "oracle (perfect scores): ceiling",
+          "visible": "oracle of the frauds the features can see, the rest at random: ceiling"}
+CEILINGS = ("oracle", "visible")
+COMPROMISED_TERMINAL = 2  # the handbook scenario no feature sees before its first label
+RISK_DAYS = 30  # the longest seller risk window (it ends a label delay before the purchase)
 
 
 def _ts(day: str) -> float:
     return parse_time(day + "T00:00:00Z", "day")
 
 
-def evaluate(scored: dict, truth: dict, labels: list[dict], model: str
-             ) -> tuple[float, float, float]:
-    """AUC, AP and CP@100 of ``model`` on the test week, as the handbook measures them.
+def visible_frauds(purchases: list[dict], labels: list[dict]) -> set[str]:
+    """The frauds a feature can tell from legitimate purchases when they are scored.
 
-    ``scored`` maps transaction ids to ``(event_ts, card, scores)``;
-    ``truth`` maps them to whether they were fraud. A card is removed from a
-    test day once it is known compromised: a fraud on it since the start of
-    the training week whose label arrived before that day began.
+    Every fraud but one on a compromised terminal at a moment when none of
+    that terminal's frauds had been labelled within the seller risk's reach
+    (its purchase at most ``RISK_DAYS`` + the label delay before, its label
+    arrived). Such a purchase is like any other of its user, card and
+    seller: the handbook's terminals are compromised at random, their frauds
+    keep the customers' usual amounts, and a fraud of another kind labelled
+    at the same seller (a card's) tells nothing of the terminal. A generous
+    bound: a single labelled fraud of the terminal counts as enough to see
+    all its later frauds.
+
+    >>> ps = [{"transaction_id": t, "seller_id": "s", "event_time": f"2018-08-{d:02d}T12:00:00Z"}
+    ...       for t, d in (("a", 1), ("b", 5), ("c", 9))]
+    >>> ls = [{"transaction_id": t, "is_fraud": True, "scenario": 2,
+    ...        "label_time": f"2018-08-{d:02d}T12:00:00Z"} for t, d in (("a", 8), ("b", 12), ("c", 16))]
+    >>> sorted(visible_frauds(ps, ls))  # c: a's label came on the 8th
+    ['c']
+    """
+    terminal = {lb["transaction_id"]: parse_time(lb["label_time"], "label_time")
+                for lb in labels
+                if lb["is_fraud"] and int(lb.get("scenario") or 0) == COMPROMISED_TERMINAL}
+    at: dict[str, tuple[float, str]] = {}  # fraud -> its purchase's time and seller
+    labelled: dict[str, list[tuple[float, float]]] = {}  # seller -> (purchase, label) times
+    for p in purchases:
+        tx = p["transaction_id"]
+        if tx in terminal:
+            at[tx] = (parse_time(p["event_time"], "event_time"), p["seller_id"])
+            labelled.setdefault(p["seller_id"], []).append((at[tx][0], terminal[tx]))
+    reach = (RISK_DAYS + GAP_DAYS) * DAY
+    unseen = {tx for tx, (ts, seller) in at.items()
+              if not any(ts - reach <= bought and known <= ts
+                         for bought, known in labelled[seller])}
+    return {lb["transaction_id"] for lb in labels if lb["is_fraud"]} - unseen
+
+
+def evaluated_rows(scored: dict, labels: list[dict]) -> list[tuple[str, float, str, dict]]:
+    """The test week's ``(transaction, event_ts, card, scores)``, as the handbook keeps them.
+
+    ``scored`` maps transaction ids to ``(event_ts, card, scores)``. A card
+    is removed from a test day once it is known compromised: a fraud on it
+    since the start of the training week whose label arrived before that
+    day began.
     """
     t0 = _ts(TEST_START)
     train_start = t0 - (GAP_DAYS + TRAIN_DAYS) * DAY
@@ -112,15 +160,52 @@ def evaluate(scored: dict, truth: dict, labels: list[dict], model: str
         if lb["is_fraud"] and row is not None and row[0] >= train_start:
             at = parse_time(lb["label_time"], "label_time")
             known_at[row[1]] = min(at, known_at.get(row[1], math.inf))
-    rows = [(tx, ts, card, scores) for tx, (ts, card, scores) in scored.items()
+    return [(tx, ts, card, scores) for tx, (ts, card, scores) in scored.items()
             if t0 <= ts < t0 + TEST_DAYS * DAY
             and known_at.get(card, math.inf) > (ts // DAY) * DAY]
+
+
+def evaluate(scored: dict, truth: dict, labels: list[dict], model: str,
+             visible: set[str] | None = None, seed: int = 0) -> tuple[float, float, float]:
+    """AUC, AP and CP@100 of ``model`` on the test week (:func:`evaluated_rows`), as the
+    handbook measures them.
+
+    ``truth`` maps transaction ids to whether they were fraud. The model
+    ``oracle`` scores the truth; ``visible`` scores 1 for the ``visible``
+    frauds and a random number (from ``seed``) below 1 for every other
+    transaction.
+    """
+    rows = evaluated_rows(scored, labels)
     y = np.array([truth.get(tx, False) for tx, *_ in rows])
-    s = np.array([y[i] if model == "oracle" else r[3][model] for i, r in enumerate(rows)],
-                 dtype=float)
+    if model == "oracle":
+        s = y.astype(float)
+    elif model == "visible":
+        s = np.random.default_rng(seed).random(len(rows))
+        s[[i for i, r in enumerate(rows) if r[0] in (visible or ())]] = 1.0
+    else:
+        s = np.array([r[3][model] for r in rows], dtype=float)
     days = np.array([int(ts // DAY) for _, ts, _, _ in rows])
     cards = np.array([card for _, _, card, _ in rows])
     return roc_auc(y, s), average_precision(y, s), card_precision_at_k(days, cards, y, s, k=100)
+
+
+def fraud_ranks(scored: dict, truth: dict, labels: list[dict], model: str,
+                visible: set[str]) -> tuple[float, float]:
+    """The share of the test week's legitimate purchases that ``model`` scores below a
+    fraud (ties count half), on average over the ``visible`` frauds and over the rest.
+
+    The ROC AUC is the average of this share over all frauds; the hidden
+    frauds' share is 0.5 for a model that cannot tell them from legitimate
+    purchases, give or take chance.
+    """
+    rows = evaluated_rows(scored, labels)
+    fraud = np.array([truth.get(tx, False) for tx, *_ in rows])
+    s = np.array([r[3][model] for r in rows], dtype=float)
+    legit = np.sort(s[~fraud])
+    share = (np.searchsorted(legit, s, "left") + np.searchsorted(legit, s, "right")) / (
+        2 * len(legit))
+    seen = np.array([tx in visible for tx, *_ in rows])
+    return float(share[fraud & seen].mean()), float(share[fraud & ~seen].mean())
 
 
 class _LogCollector:
@@ -184,19 +269,35 @@ def choose_weight(collect: _LogCollector, train_from: str, scored: dict, how: st
     return weight, tried, len(week), floor
 
 
+def handbook_events(seed: int, start: str) -> tuple[list[dict], list[dict], dict[str, bool]]:
+    """The handbook preset's purchases from ``start`` to the end of the test week, their
+    labels, and whether each was fraud."""
+    sim = simulator.simulate(simulator.preset("handbook"), seed=seed)
+    begin, end = _ts(start), _ts(TEST_START) + TEST_DAYS * DAY
+    purchases = [p for p in sim.purchases if begin <= parse_time(p["event_time"], "e") < end]
+    kept = {p["transaction_id"] for p in purchases}
+    labels = [lb for lb in sim.labels if lb["transaction_id"] in kept]
+    return purchases, labels, {lb["transaction_id"]: bool(lb["is_fraud"]) for lb in labels}
+
+
+def ceilings(seed: int, start: str) -> dict[str, tuple[float, float, float]]:
+    """The two ceilings of a seed, from its events alone (nothing is replayed)."""
+    purchases, labels, truth = handbook_events(seed, start)
+    scored = {p["transaction_id"]: (parse_time(p["event_time"], "e"), p["card_hash"], {})
+              for p in purchases}
+    visible = visible_frauds(purchases, labels)
+    return {m: evaluate(scored, truth, labels, m, visible, seed) for m in CEILINGS}
+
+
 def run_seed(seed: int, start: str, train_from: str, kind: str, blend_weight: float | None,
              say, dump: str | None = None, blend: str = "logit",
              static_options: dict | None = None, floor_quantile: float | None = FLOOR_QUANTILE
              ) -> dict[str, tuple[float, float, float]]:
     from models.static import train_static  # TensorFlow: only when it is needed
 
-    sim = simulator.simulate(simulator.preset("handbook"), seed=seed)
-    t0, begin = _ts(TEST_START), _ts(start)
+    purchases, labels, truth = handbook_events(seed, start)
+    t0 = _ts(TEST_START)
     end = t0 + TEST_DAYS * DAY
-    purchases = [p for p in sim.purchases if begin <= parse_time(p["event_time"], "e") < end]
-    kept = {p["transaction_id"] for p in purchases}
-    labels = [lb for lb in sim.labels if lb["transaction_id"] in kept]
-    truth = {lb["transaction_id"]: bool(lb["is_fraud"]) for lb in labels}
     # Labels arriving after the test week cannot change a score in it.
     arrived = [lb for lb in labels if parse_time(lb["label_time"], "l") < end]
 
@@ -260,7 +361,12 @@ def run_seed(seed: int, start: str, train_from: str, kind: str, blend_weight: fl
         pipeline.close()
     if dump:
         _dump(Path(dump) / f"seed{seed}.npz", scored, truth, labels, features, collect)
-    return {m: evaluate(scored, truth, labels, m) for m in (*MODELS, "oracle")}
+    visible = visible_frauds(purchases, labels)
+    for m in MODELS:
+        seen, hidden = fraud_ranks(scored, truth, labels, m, visible)
+        say(f"  {m}: scores {seen:.1%} of the legitimate purchases below a visible fraud, "
+            f"{hidden:.1%} below a hidden one (on average)")
+    return {m: evaluate(scored, truth, labels, m, visible, seed) for m in (*MODELS, *CEILINGS)}
 
 
 def _dump(path: Path, scored: dict, truth: dict, labels: list[dict], features: dict,
@@ -292,6 +398,11 @@ def _quiet() -> None:
 
 def _one_seed(seed: int, args) -> dict[str, tuple[float, float, float]]:
     t = time.perf_counter()
+    if args.ceilings_only:
+        out = ceilings(seed, args.start)
+        for model, r in out.items():
+            _say(f"seed {seed}: {model:8s} AUC {r[0]:.3f}  AP {r[1]:.3f}  CP@100 {r[2]:.3f}")
+        return out
     _say(f"seed {seed}: simulating and replaying from {args.start}")
     out = run_seed(seed, args.start, args.train_from, args.kind, args.blend_weight,
                    lambda text: _say(f"seed {seed}: {text.strip()}"), args.dump, args.blend,
@@ -341,6 +452,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None,
                     help="rows per training step of the static network")
     ap.add_argument("--jobs", type=int, default=1, help="seeds replayed at once (processes)")
+    ap.add_argument("--ceilings-only", action="store_true",
+                    help="print only the two ceilings (simulated, not replayed: a minute a seed)")
     ap.add_argument("--dump", help="directory to save each seed's scores, features and "
                     "feature log in (seedN.npz), to study models offline")
     args = ap.parse_args()
@@ -357,7 +470,9 @@ def main() -> None:
     for name, *vals in PUBLISHED:
         print(f"| {name} (published, batch) | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
     print("| target | " + " | ".join(f">= {v:.2f}" for v in TARGET) + " |")
-    for model in (*MODELS, "oracle"):
+    for model in (*MODELS, *CEILINGS):
+        if model not in results:
+            continue
         cols = list(zip(*results[model]))
         print(f"| fraudstream {LABELS[model]} | " + " | ".join(_cell(list(c)) for c in cols)
               + " |")
