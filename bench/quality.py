@@ -400,13 +400,11 @@ def _one_seed(seed: int, args) -> dict[str, tuple[float, float, float]]:
     t = time.perf_counter()
     if args.ceilings_only:
         out = ceilings(seed, args.start)
-        for model, r in out.items():
-            _say(f"seed {seed}: {model:8s} AUC {r[0]:.3f}  AP {r[1]:.3f}  CP@100 {r[2]:.3f}")
-        return out
-    _say(f"seed {seed}: simulating and replaying from {args.start}")
-    out = run_seed(seed, args.start, args.train_from, args.kind, args.blend_weight,
-                   lambda text: _say(f"seed {seed}: {text.strip()}"), args.dump, args.blend,
-                   static_options(args), None if args.no_floor else FLOOR_QUANTILE)
+    else:
+        _say(f"seed {seed}: simulating and replaying from {args.start}")
+        out = run_seed(seed, args.start, args.train_from, args.kind, args.blend_weight,
+                       lambda text: _say(f"seed {seed}: {text.strip()}"), args.dump, args.blend,
+                       static_options(args), None if args.no_floor else FLOOR_QUANTILE)
     for model, r in out.items():
         _say(f"seed {seed}: {model:8s} AUC {r[0]:.3f}  AP {r[1]:.3f}  CP@100 {r[2]:.3f}")
     _say(f"seed {seed}: done in {time.perf_counter() - t:.0f} s")
