@@ -165,23 +165,23 @@ def evaluated_rows(scored: dict, labels: list[dict]) -> list[tuple[str, float, s
             and known_at.get(card, math.inf) > (ts // DAY) * DAY]
 
 
-def evaluate(scored: dict, truth: dict, labels: list[dict], model: str,
-             visible: set[str] | None = None, seed: int = 0) -> tuple[float, float, float]:
-    """AUC, AP and CP@100 of ``model`` on the test week (:func:`evaluated_rows`), as the
-    handbook measures them.
+def evaluate(rows: list[tuple], truth: dict, model: str, visible: set[str] | None = None,
+             seed: int = 0) -> tuple[float, float, float]:
+    """AUC, AP and CP@100 of ``model`` over the test week's ``rows``
+    (:func:`evaluated_rows`), as the handbook measures them.
 
     ``truth`` maps transaction ids to whether they were fraud. The model
     ``oracle`` scores the truth; ``visible`` scores 1 for the ``visible``
     frauds and a random number (from ``seed``) below 1 for every other
     transaction.
     """
-    rows = evaluated_rows(scored, labels)
     y = np.array([truth.get(tx, False) for tx, *_ in rows])
     if model == "oracle":
         s = y.astype(float)
     elif model == "visible":
+        seen = visible or set()
         s = np.random.default_rng(seed).random(len(rows))
-        s[[i for i, r in enumerate(rows) if r[0] in (visible or ())]] = 1.0
+        s[[i for i, r in enumerate(rows) if r[0] in seen]] = 1.0
     else:
         s = np.array([r[3][model] for r in rows], dtype=float)
     days = np.array([int(ts // DAY) for _, ts, _, _ in rows])
@@ -189,16 +189,16 @@ def evaluate(scored: dict, truth: dict, labels: list[dict], model: str,
     return roc_auc(y, s), average_precision(y, s), card_precision_at_k(days, cards, y, s, k=100)
 
 
-def fraud_ranks(scored: dict, truth: dict, labels: list[dict], model: str,
-                visible: set[str]) -> tuple[float, float]:
-    """The share of the test week's legitimate purchases that ``model`` scores below a
-    fraud (ties count half), on average over the ``visible`` frauds and over the rest.
+def fraud_ranks(rows: list[tuple], truth: dict, model: str, visible: set[str]
+                ) -> tuple[float, float]:
+    """The share of the legitimate purchases among the test week's ``rows`` that ``model``
+    scores below a fraud (ties count half), on average over the ``visible`` frauds and
+    over the rest.
 
     The ROC AUC is the average of this share over all frauds; the hidden
     frauds' share is 0.5 for a model that cannot tell them from legitimate
     purchases, give or take chance.
     """
-    rows = evaluated_rows(scored, labels)
     fraud = np.array([truth.get(tx, False) for tx, *_ in rows])
     s = np.array([r[3][model] for r in rows], dtype=float)
     legit = np.sort(s[~fraud])
@@ -285,8 +285,8 @@ def ceilings(seed: int, start: str) -> dict[str, tuple[float, float, float]]:
     purchases, labels, truth = handbook_events(seed, start)
     scored = {p["transaction_id"]: (parse_time(p["event_time"], "e"), p["card_hash"], {})
               for p in purchases}
-    visible = visible_frauds(purchases, labels)
-    return {m: evaluate(scored, truth, labels, m, visible, seed) for m in CEILINGS}
+    rows, visible = evaluated_rows(scored, labels), visible_frauds(purchases, labels)
+    return {m: evaluate(rows, truth, m, visible, seed) for m in CEILINGS}
 
 
 def run_seed(seed: int, start: str, train_from: str, kind: str, blend_weight: float | None,
@@ -361,12 +361,12 @@ def run_seed(seed: int, start: str, train_from: str, kind: str, blend_weight: fl
         pipeline.close()
     if dump:
         _dump(Path(dump) / f"seed{seed}.npz", scored, truth, labels, features, collect)
-    visible = visible_frauds(purchases, labels)
+    rows, visible = evaluated_rows(scored, labels), visible_frauds(purchases, labels)
     for m in MODELS:
-        seen, hidden = fraud_ranks(scored, truth, labels, m, visible)
+        seen, hidden = fraud_ranks(rows, truth, m, visible)
         say(f"  {m}: scores {seen:.1%} of the legitimate purchases below a visible fraud, "
             f"{hidden:.1%} below a hidden one (on average)")
-    return {m: evaluate(scored, truth, labels, m, visible, seed) for m in (*MODELS, *CEILINGS)}
+    return {m: evaluate(rows, truth, m, visible, seed) for m in (*MODELS, *CEILINGS)}
 
 
 def _dump(path: Path, scored: dict, truth: dict, labels: list[dict], features: dict,

@@ -71,11 +71,12 @@ def test_the_ceiling_scores_the_visible_frauds_above_everything_else(quality):
     visible = {f"p{i}" for i in range(0, 400, 20)}  # 20 of them seen, 30 hidden
     labels = [{"transaction_id": tx, "is_fraud": fraud, "label_time": "2018-09-01T00:00:00Z"}
               for tx, fraud in truth.items()]
-    auc, ap, cp = quality.evaluate(scored, truth, labels, "visible", visible, seed=1)
+    rows = quality.evaluated_rows(scored, labels)
+    auc, ap, cp = quality.evaluate(rows, truth, "visible", visible, seed=1)
     # the visible frauds first, the hidden ones at random among the other 980 purchases
     assert auc == pytest.approx((20 * 1.0 + 30 * 0.5) / 50, abs=0.05)
     assert cp == pytest.approx((20 + 80 * 30 / 980) / 100, abs=0.04)
-    assert quality.evaluate(scored, truth, labels, "oracle") == (1.0, 1.0, 0.5)
+    assert quality.evaluate(rows, truth, "oracle") == (1.0, 1.0, 0.5)
 
 
 def test_fraud_ranks_split_the_auc_between_visible_and_hidden_frauds(quality):
@@ -86,7 +87,8 @@ def test_fraud_ranks_split_the_auc_between_visible_and_hidden_frauds(quality):
     truth = {tx: tx.startswith("f") for tx in scored}
     labels = [{"transaction_id": tx, "is_fraud": f, "label_time": "2018-09-01T00:00:00Z"}
               for tx, f in truth.items()]
-    seen, hidden = quality.fraud_ranks(scored, truth, labels, "blend", {"f_seen"})
+    rows = quality.evaluated_rows(scored, labels)
+    seen, hidden = quality.fraud_ranks(rows, truth, "blend", {"f_seen"})
     assert (seen, hidden) == (1.0, 0.5)
-    auc = quality.evaluate(scored, truth, labels, "blend")[0]
+    auc = quality.evaluate(rows, truth, "blend")[0]
     assert auc == pytest.approx((seen + hidden) / 2)
