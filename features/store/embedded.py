@@ -69,9 +69,10 @@ CREATE TABLE IF NOT EXISTS checkpoint (
 """
 # The layout of the checkpoint's arrays; a checkpoint of another layout is not loaded.
 LAYOUT = "columnar-1"
-# Commits between two expiry sweeps. A sweep scans the snapshots (an index on the
-# time column would slow every write to speed up a rare sweep); expired snapshots
-# are invisible before that anyway, because every read checks the label horizon.
+# Commits between two expiry sweeps. A sweep scans the snapshots (an index on the time
+# column would slow every write to speed up a rare sweep), and only once one of them can
+# be past the horizon; expired snapshots are invisible before that anyway, because every
+# read checks the label horizon.
 PURGE_EVERY = 2000
 APPLIED_LABELS_KEPT = 1_000_000
 # A checkpoint is written once the journal after the last one holds at least
@@ -190,6 +191,8 @@ class EmbeddedStore(FeatureStore):
             times.append(ts)
         self._seen = TransactionSet()
         self._seen.add(np.fromiter(map(hash, txs), np.int64, len(txs)), _hours(times))
+        (oldest,) = db.execute("SELECT min(event_ts) FROM snapshots").fetchone()
+        self._oldest_snapshot = math.inf if oldest is None else oldest
         self._tables = tables
 
     def _ready(self) -> StateTables:
@@ -380,6 +383,9 @@ class EmbeddedStore(FeatureStore):
                                           for body, tx in labelled_rows]
                 self._db.executemany("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)",
                                      snapshot_rows)
+                if snapshot_rows:
+                    self._oldest_snapshot = min(self._oldest_snapshot,
+                                                min(row[1] for row in snapshot_rows))
                 # The stream clock is not written: re-applying the journal moves it as before.
                 self._db.execute("INSERT INTO journal (ops) VALUES (?)", (ops,))
                 label_seq = self.label_seq
@@ -445,13 +451,17 @@ class EmbeddedStore(FeatureStore):
     def _purge(self) -> None:
         """Forget idle entities and snapshots past the label horizon."""
         tables = self._ready()
-        self._db.execute("DELETE FROM snapshots WHERE event_ts < ?",
-                         (tables.clock - self.config.label_horizon,))
+        expired = tables.clock - self.config.label_horizon
+        if expired > self._oldest_snapshot:
+            # A scan of every snapshot: only when one may be past the horizon.
+            self._db.execute("DELETE FROM snapshots WHERE event_ts < ?", (expired,))
+            self.round_trips += 1
+            self._oldest_snapshot = expired  # none older is left
         # A restarted learner catches up from the labels after its model version, which
         # is published every few seconds: a million labels back is far more than enough.
         self._db.execute("DELETE FROM applied_labels WHERE seq < ?",
                          (self.label_seq - APPLIED_LABELS_KEPT,))
-        self.round_trips += 2
+        self.round_trips += 1
         tables.forget_idle()
         if tables.clock > -math.inf:
             self._seen.keep_from(int((tables.clock - self.config.label_horizon) // 3600.0))
@@ -642,27 +652,36 @@ class TransactionSet:
         self.keys = np.zeros(1 << 12, np.int64)
         self.hours = np.zeros(1 << 12, np.int32)
         self.used = 0
+        self.oldest = _NO_HOUR  # no entry is of an earlier hour
 
     def add(self, keys: np.ndarray, hours: np.ndarray) -> np.ndarray:
         if (self.used + len(keys)) * 10 > len(self.keys) * 7:
             self._rebuild(np.iinfo(np.int32).min, len(keys))
         found = np.empty(len(keys), np.bool_)
-        self.used += _set_add(self.keys, self.hours, keys, hours.astype(np.int32), found)
+        hours = hours.astype(np.int32)
+        self.used += _set_add(self.keys, self.hours, keys, hours, found)
+        if len(hours):
+            self.oldest = min(self.oldest, int(hours.min()))
         return found
 
     def keep_from(self, hour: int) -> None:
-        """Forget the entries of events before ``hour``."""
-        self._rebuild(hour, 0)
+        """Forget the entries of events before ``hour`` (a rebuild, only when there are some)."""
+        if hour > self.oldest:
+            self._rebuild(hour, 0)
 
     def _rebuild(self, min_hour: int, room: int) -> None:
         live = (self.keys != 0) & (self.hours >= min_hour)
         keys, hours = self.keys[live], self.hours[live]
+        self.oldest = int(hours.min()) if len(hours) else _NO_HOUR
         size = 1 << 12
         while size * 2 < (len(keys) + room) * 3:  # at most two thirds full
             size *= 2
         self.keys = zeros(size, np.int64)
         self.hours = zeros(size, np.int32)
         self.used = _set_add(self.keys, self.hours, keys, hours, np.empty(len(keys), np.bool_))
+
+
+_NO_HOUR = np.iinfo(np.int32).max
 
 
 @njit(cache=True)

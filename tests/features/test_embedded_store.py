@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 from features.schemas import Label, Purchase
-from features.store.embedded import EmbeddedStore, snapshot_from_bytes, snapshot_to_bytes
+from features.state import DAY
+from features.store.base import StoreConfig
+from features.store.embedded import (EmbeddedStore, TransactionSet, snapshot_from_bytes,
+                                     snapshot_to_bytes)
 
 T0 = 1_522_540_800.0
 
@@ -107,3 +112,46 @@ def test_a_snapshot_body_holds_its_features_as_float64_and_reads_back_exactly(tm
     earlier = orjson.dumps(["t3", T0, "u", "c", "s", list(plain.values()), {}, None])
     assert snapshot_from_bytes(earlier) == Snapshot("t3", T0, "u", "c", "s", plain, {})
     assert _unlabelled(earlier) and snapshot_from_bytes(_labelled(earlier, True)).label is True
+
+
+def test_the_expiry_sweep_scans_the_snapshots_only_when_one_can_be_past_the_horizon(tmp_path):
+    """The sweep runs every few thousand commits; while no stored snapshot can be past
+    the label horizon it skips the scan of the table, and it still deletes expired ones,
+    also those written before a restart."""
+    config = StoreConfig(label_horizon=10 * DAY)
+    store = EmbeddedStore(tmp_path, config)
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+
+    def sweep_deletes() -> bool:
+        statements.clear()
+        store.purge()
+        return any(s.startswith("DELETE FROM snapshots") for s in statements)
+
+    store.process_purchases([Purchase(f"t{i}", T0 + i * DAY, "u", "s", "item", "c", 10.0, 1)
+                             for i in range(5)])
+    assert not sweep_deletes()  # the oldest is 4 days old
+    store.process_purchases([Purchase("t12", T0 + 12 * DAY, "u", "s", "item", "c", 10.0, 1)])
+    assert sweep_deletes()  # t0 and t1 are past the horizon
+    assert sorted(stored_bodies(store)) == ["t12", "t2", "t3", "t4"]
+    assert not sweep_deletes()  # nothing older is left
+    store.close()
+
+    store = EmbeddedStore(tmp_path, config)
+    store._db.set_trace_callback(statements.append)
+    store.process_purchases([Purchase("t15", T0 + 15 * DAY, "u", "s", "item", "c", 10.0, 1)])
+    assert sweep_deletes()
+    assert sorted(stored_bodies(store)) == ["t12", "t15"]
+    store.close()
+
+
+def test_known_transactions_are_rebuilt_only_when_some_are_past_the_horizon():
+    seen = TransactionSet()
+    assert seen.add(np.array([11, 12, 13]), np.array([100, 101, 102])).tolist() == [False] * 3
+    table = seen.keys
+    seen.keep_from(100)  # none is older: the table stays as it is
+    assert seen.keys is table
+    seen.keep_from(102)
+    assert seen.keys is not table and seen.oldest == 102
+    assert seen.add(np.array([11, 13]), np.array([103, 103])).tolist() == [False, True]
+    assert seen.oldest == 102
