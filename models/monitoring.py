@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 from models.drift import DistributionDrift, DriftSignal, MissedFraudDrift
-from models.quality import LiveQuality
+from models.quality import LiveQuality, QualitySnapshot
 
 
 class ModelMonitor:
@@ -101,6 +101,10 @@ class ModelMonitor:
     def report(self) -> dict[str, dict[str, float]]:
         """Rolling quality per model (see :meth:`LiveQuality.report`)."""
         return self.quality.report()
+
+    def quality_snapshot(self) -> QualitySnapshot:
+        """The quality windows copied, to report from elsewhere (:meth:`LiveQuality.snapshot`)."""
+        return self.quality.snapshot()
 
     def statistics(self) -> dict[tuple[str, str], float]:
         """Latest statistic per (detector, signal): the error CUSUM and the PSI."""

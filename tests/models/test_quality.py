@@ -232,3 +232,17 @@ def test_live_card_precision_is_the_same_in_every_process():
                              capture_output=True, text=True)
         figures.add(out.stdout.strip())
     assert len(figures) == 1, figures
+
+
+def test_a_quality_snapshot_is_a_copy_that_later_labels_leave_alone():
+    q = LiveQuality(window=4, k=1, exclude_known=False)
+    t0 = 1_704_067_200.0
+    for i, (s, y) in enumerate([(0.9, True), (0.1, False), (0.8, False)]):
+        q.update("dynamic", s, y, f"card-{i}", t0 + i)
+    snap = q.snapshot()
+    before = snap.report()
+    for i in range(4):  # the ring turns over entirely
+        q.update("dynamic", 0.5, i % 2 == 0, f"card-{9 + i}", t0 + 10 + i)
+    assert snap.report() == before == {"dynamic": {
+        "roc_auc": 1.0, "average_precision": 1.0, "card_precision_at_k": 1.0, "n": 3}}
+    assert q.report()["dynamic"]["roc_auc"] == 0.5

@@ -120,3 +120,22 @@ def test_the_monitor_gets_each_label_s_own_time_not_the_worker_s_clock(pipeline)
     assert seen == [3_600.0, 3_600.0]
     detector = pipeline.monitor.errors["dynamic"]
     assert detector.n_seen == 2 and detector.n_frauds == 1
+
+
+def test_quality_gauges_come_from_the_windows_copied_when_the_report_was_due(pipeline):
+    """The tick hands back the gauges' update, due every few seconds, to run elsewhere (a
+    worker runs it off its event loop): its figures are those of the labels up to the
+    tick, whatever is learned before it runs."""
+    pipeline.process_purchases(msgs(*(purchase(i, card=f"c{i}") for i in range(4))))
+    pipeline.process_labels(msgs(label(0, True), label(1, False)))
+    report = pipeline.tick()
+    assert pipeline.tick() is None  # not due again yet
+    pipeline.process_labels(msgs(label(2, True), label(3, False)))
+    gauge = "fraudstream_model_card_precision_at_k"
+    assert sample(pipeline, gauge, model="dynamic") == 0.0  # nothing computed on the way
+    report()
+    assert sample(pipeline, gauge, model="dynamic") == 1 / 100  # one fraudulent card of two
+    pipeline.report_every_seconds = 0.0
+    pipeline.tick()()
+    assert sample(pipeline, gauge, model="dynamic") == 2 / 100
+    assert pipeline.monitor.report()["dynamic"]["card_precision_at_k"] == 2 / 100
