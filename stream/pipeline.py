@@ -276,7 +276,7 @@ class FraudPipeline:
                 else:
                     self.models.on_drift_warning()
 
-    def quality_report(self, force: bool = False) -> Callable[[], None] | None:
+    def quality_report(self) -> Callable[[], None] | None:
         """The quality and drift gauges' update, when one is due (every
         ``report_every_seconds``): a function to call, on any thread.
 
@@ -286,7 +286,7 @@ class FraudPipeline:
         purchases keep flowing meanwhile.
         """
         now = time.monotonic()
-        if not force and now - self._last_report < self.report_every_seconds:
+        if now - self._last_report < self.report_every_seconds:
             return None
         self._last_report = now
         snapshot = self.monitor.quality_snapshot()
