@@ -451,7 +451,7 @@ def main() -> None:
                     help="rows per training step of the static network")
     ap.add_argument("--jobs", type=int, default=1, help="seeds replayed at once (processes)")
     ap.add_argument("--ceilings-only", action="store_true",
-                    help="print only the two ceilings (simulated, not replayed: a minute a seed)")
+                    help="print only the two ceilings (simulated, not replayed: about 20 s a seed)")
     ap.add_argument("--dump", help="directory to save each seed's scores, features and "
                     "feature log in (seedN.npz), to study models offline")
     args = ap.parse_args()
@@ -474,8 +474,10 @@ def main() -> None:
         cols = list(zip(*results[model]))
         print(f"| fraudstream {LABELS[model]} | " + " | ".join(_cell(list(c)) for c in cols)
               + " |")
-    print(f"(mean ± sd over seeds {args.seeds}; handbook preset, replayed from {args.start}; "
-          f"test week {TEST_START} + {TEST_DAYS} days; static trained from {args.train_from})")
+    how = ("simulated from {}, not replayed" if args.ceilings_only else
+           "replayed from {}; static trained from " + args.train_from).format(args.start)
+    print(f"(mean ± sd over seeds {args.seeds}; handbook preset, {how}; "
+          f"test week {TEST_START} + {TEST_DAYS} days)")
 
 
 if __name__ == "__main__":
