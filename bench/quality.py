@@ -43,8 +43,8 @@ day (a fraud since the start of the training week whose label had arrived).
 Prints each seed and the mean ± sd over the seeds beside the published
 figures, and two ceilings: the oracle (perfect scores), and the oracle of
 what the features can see (:func:`visible_frauds`: perfect scores for every
-fraud but those on a compromised terminal before any fraud on it was
-labelled, which it ranks at random with everything else). Per seed and
+fraud but those on a compromised terminal before any fraud of that
+compromise was labelled, which it ranks at random with everything else). Per seed and
 model it also prints the share of the legitimate purchases scored below a
 visible fraud and below a hidden one (:func:`fraud_ranks`): the ROC AUC is
 their average over the frauds, and a model that cannot see the hidden ones
@@ -107,18 +107,45 @@ def _ts(day: str) -> float:
     return parse_time(day + "T00:00:00Z", "day")
 
 
-def visible_frauds(purchases: list[dict], labels: list[dict]) -> set[str]:
+def compromise_runs(sim) -> dict[str, list[tuple[float, float]]]:
+    """Each compromised terminal's spans of compromise, ``(start, end)`` event times.
+
+    From the simulation's ground truth: a terminal compromised on day ``d`` is
+    compromised until day ``d`` + ``terminal_compromise_days``; overlapping or
+    touching spans of one terminal (compromised again before the last span
+    ended) are one run.
+    """
+    t0 = _ts(sim.config.start_date)
+    days = sim.config.terminal_compromise_days
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for hit in sorted(sim.ground_truth.get("compromised_terminals", []),
+                      key=lambda h: (h["seller_id"], h["day"])):
+        begin, end = t0 + hit["day"] * DAY, t0 + (hit["day"] + days) * DAY
+        runs = spans.setdefault(hit["seller_id"], [])
+        if runs and begin <= runs[-1][1]:
+            runs[-1] = (runs[-1][0], max(end, runs[-1][1]))
+        else:
+            runs.append((begin, end))
+    return spans
+
+
+def visible_frauds(purchases: list[dict], labels: list[dict],
+                   runs: dict[str, list[tuple[float, float]]] | None = None) -> set[str]:
     """The frauds a feature can tell from legitimate purchases when they are scored.
 
     Every fraud but one on a compromised terminal at a moment when none of
-    that terminal's frauds had been labelled within the seller risk's reach
-    (its purchase at most ``RISK_DAYS`` + the label delay before, its label
-    arrived). Such a purchase is like any other of its user, card and
+    the frauds of that compromise had been labelled within the seller risk's
+    reach (its purchase at most ``RISK_DAYS`` + the label delay before, its
+    label arrived). Such a purchase is like any other of its user, card and
     seller: the handbook's terminals are compromised at random, their frauds
     keep the customers' usual amounts, and a fraud of another kind labelled
-    at the same seller (a card's) tells nothing of the terminal. A generous
-    bound: a single labelled fraud of the terminal counts as enough to see
-    all its later frauds.
+    at the same seller (a card's) tells nothing of the terminal. Nor does one
+    of an earlier compromise of the same terminal that had ended: it was
+    compromised again at random. ``runs`` are the terminals' compromises
+    (:func:`compromise_runs`); without them every labelled fraud of the
+    terminal counts, a looser bound. A generous bound either way: a single
+    labelled fraud of the compromise counts as enough to see all its later
+    frauds.
 
     >>> ps = [{"transaction_id": t, "seller_id": "s", "event_time": f"2018-08-{d:02d}T12:00:00Z"}
     ...       for t, d in (("a", 1), ("b", 5), ("c", 9))]
@@ -126,6 +153,9 @@ def visible_frauds(purchases: list[dict], labels: list[dict]) -> set[str]:
     ...        "label_time": f"2018-08-{d:02d}T12:00:00Z"} for t, d in (("a", 8), ("b", 12), ("c", 16))]
     >>> sorted(visible_frauds(ps, ls))  # c: a's label came on the 8th
     ['c']
+    >>> again = {"s": [(_ts("2018-08-01"), _ts("2018-08-03")), (_ts("2018-08-04"), _ts("2018-09-01"))]}
+    >>> sorted(visible_frauds(ps, ls, again))  # c: b's label (the 12th) had not come
+    []
     """
     terminal = {lb["transaction_id"]: parse_time(lb["label_time"], "label_time")
                 for lb in labels
@@ -138,8 +168,16 @@ def visible_frauds(purchases: list[dict], labels: list[dict]) -> set[str]:
             at[tx] = (parse_time(p["event_time"], "event_time"), p["seller_id"])
             labelled.setdefault(p["seller_id"], []).append((at[tx][0], terminal[tx]))
     reach = (RISK_DAYS + GAP_DAYS) * DAY
+
+    def since(ts: float, seller: str) -> float:
+        """The earliest purchase whose label may reveal the terminal at ``ts``."""
+        for begin, end in (runs or {}).get(seller, ()):
+            if begin <= ts < end:
+                return max(ts - reach, begin)
+        return ts - reach
+
     unseen = {tx for tx, (ts, seller) in at.items()
-              if not any(ts - reach <= bought and known <= ts
+              if not any(since(ts, seller) <= bought and known <= ts
                          for bought, known in labelled[seller])}
     return {lb["transaction_id"] for lb in labels if lb["is_fraud"]} - unseen
 
@@ -269,23 +307,26 @@ def choose_weight(collect: _LogCollector, train_from: str, scored: dict, how: st
     return weight, tried, len(week), floor
 
 
-def handbook_events(seed: int, start: str) -> tuple[list[dict], list[dict], dict[str, bool]]:
+def handbook_events(seed: int, start: str
+                    ) -> tuple[list[dict], list[dict], dict[str, bool], dict[str, list]]:
     """The handbook preset's purchases from ``start`` to the end of the test week, their
-    labels, and whether each was fraud."""
+    labels, whether each was fraud, and the terminals' compromises
+    (:func:`compromise_runs`)."""
     sim = simulator.simulate(simulator.preset("handbook"), seed=seed)
     begin, end = _ts(start), _ts(TEST_START) + TEST_DAYS * DAY
     purchases = [p for p in sim.purchases if begin <= parse_time(p["event_time"], "e") < end]
     kept = {p["transaction_id"] for p in purchases}
     labels = [lb for lb in sim.labels if lb["transaction_id"] in kept]
-    return purchases, labels, {lb["transaction_id"]: bool(lb["is_fraud"]) for lb in labels}
+    truth = {lb["transaction_id"]: bool(lb["is_fraud"]) for lb in labels}
+    return purchases, labels, truth, compromise_runs(sim)
 
 
 def ceilings(seed: int, start: str) -> dict[str, tuple[float, float, float]]:
     """The two ceilings of a seed, from its events alone (nothing is replayed)."""
-    purchases, labels, truth = handbook_events(seed, start)
+    purchases, labels, truth, runs = handbook_events(seed, start)
     scored = {p["transaction_id"]: (parse_time(p["event_time"], "e"), p["card_hash"], {})
               for p in purchases}
-    rows, visible = evaluated_rows(scored, labels), visible_frauds(purchases, labels)
+    rows, visible = evaluated_rows(scored, labels), visible_frauds(purchases, labels, runs)
     return {m: evaluate(rows, truth, m, visible, seed) for m in CEILINGS}
 
 
@@ -295,7 +336,7 @@ def run_seed(seed: int, start: str, train_from: str, kind: str, blend_weight: fl
              ) -> dict[str, tuple[float, float, float]]:
     from models.static import train_static  # TensorFlow: only when it is needed
 
-    purchases, labels, truth = handbook_events(seed, start)
+    purchases, labels, truth, runs = handbook_events(seed, start)
     t0 = _ts(TEST_START)
     end = t0 + TEST_DAYS * DAY
     # Labels arriving after the test week cannot change a score in it.
@@ -361,7 +402,7 @@ def run_seed(seed: int, start: str, train_from: str, kind: str, blend_weight: fl
         pipeline.close()
     if dump:
         _dump(Path(dump) / f"seed{seed}.npz", scored, truth, labels, features, collect)
-    rows, visible = evaluated_rows(scored, labels), visible_frauds(purchases, labels)
+    rows, visible = evaluated_rows(scored, labels), visible_frauds(purchases, labels, runs)
     for m in MODELS:
         seen, hidden = fraud_ranks(rows, truth, m, visible)
         say(f"  {m}: scores {seen:.1%} of the legitimate purchases below a visible fraud, "
@@ -451,7 +492,7 @@ def main() -> None:
                     help="rows per training step of the static network")
     ap.add_argument("--jobs", type=int, default=1, help="seeds replayed at once (processes)")
     ap.add_argument("--ceilings-only", action="store_true",
-                    help="print only the two ceilings (simulated, not replayed: about 20 s a seed)")
+                    help="print only the two ceilings (simulated, not replayed: 10-20 s a seed)")
     ap.add_argument("--dump", help="directory to save each seed's scores, features and "
                     "feature log in (seedN.npz), to study models offline")
     args = ap.parse_args()

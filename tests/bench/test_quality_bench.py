@@ -92,3 +92,29 @@ def test_fraud_ranks_split_the_auc_between_visible_and_hidden_frauds(quality):
     assert (seen, hidden) == (1.0, 0.5)
     auc = quality.evaluate(rows, truth, "blend")[0]
     assert auc == pytest.approx((seen + hidden) / 2)
+
+
+def test_a_fraud_of_an_earlier_compromise_does_not_reveal_the_next(quality):
+    purchases, labels = _events([
+        ("t1", "s", 1, 2, 8),       # the first compromise, days 1-5
+        ("t2", "s", 20, 2, 27),     # compromised again from day 19: t1's label is old news
+        ("t3", "s", 27.5, 2, 34.5),  # after t2's label: seen
+    ])
+    runs = {"s": [(quality._ts("2018-08-01"), quality._ts("2018-08-06")),
+                  (quality._ts("2018-08-19"), quality._ts("2018-09-16"))]}
+    assert quality.visible_frauds(purchases, labels) == {"t2", "t3"}  # without the runs
+    assert quality.visible_frauds(purchases, labels, runs) == {"t3"}
+
+
+def test_compromise_runs_join_a_terminal_compromised_again_before_its_last_ended(quality):
+    class Sim:
+        class config:
+            start_date, terminal_compromise_days = "2018-04-01", 28
+        ground_truth = {"compromised_terminals": [
+            {"day": 40, "seller_id": "s"}, {"day": 0, "seller_id": "s"},
+            {"day": 10, "seller_id": "s"}, {"day": 3, "seller_id": "x"}]}
+
+    t0 = quality._ts("2018-04-01")
+    assert quality.compromise_runs(Sim) == {
+        "s": [(t0, t0 + 38 * DAY), (t0 + 40 * DAY, t0 + 68 * DAY)],
+        "x": [(t0 + 3 * DAY, t0 + 31 * DAY)]}
