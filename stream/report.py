@@ -156,8 +156,7 @@ def _html(title: str, metrics: dict, models: Sequence[str], k: int, pngs: list[P
         f"<td>{q['n']:,}</td><td>{q['n_frauds']:,}</td></tr>"
         for m, q in metrics["models"].items())
     alerts = metrics.get("alerts", {})
-    drift = "".join(f"<li>{html.escape(str(d.get('date')))}: {html.escape(str(d))}</li>"
-                    for d in metrics["drift"]) or "<li>none</li>"
+    drift = _drift_table(metrics["drift"])
     images = "".join(
         f'<img alt="{p.stem}" src="data:image/png;base64,'
         f'{base64.b64encode(p.read_bytes()).decode()}">' for p in pngs)
@@ -173,12 +172,35 @@ img{{max-width:100%;margin:1em 0}}</style></head><body>
 <h2>Quality</h2>
 <table><tr><th>model</th><th>ROC AUC</th><th>average precision</th><th>card precision@{k}</th>
 <th>purchases</th><th>frauds</th></tr>{rows}</table>
+<p>Card precision@{k}: each day, the share of compromised cards among the {k} cards
+with the highest scores. Over the whole run, as the fraud-detection handbook defines it,
+a card found compromised on an earlier day is left out of the later days, so a long run
+has fewer and fewer cards left to find; the daily plot shows each day on its own, with
+no card left out.</p>
 <p>Alerts: {alerts.get('n', 0):,}, of which {alerts.get('true', 0):,} frauds
 (precision {_fmt(alerts.get('precision'))}, recall {_fmt(alerts.get('recall'))}).</p>
-<h2>Drift detections</h2><ul>{drift}</ul>
+<h2>Drift detections</h2>{drift}
 <h2>Plots</h2>{images}
 </body></html>
 """
+
+
+def _drift_table(drift: Sequence[dict]) -> str:
+    """The drift detections as a table, in time order (one row each)."""
+    if not drift:
+        return "<p>none</p>"
+    rows = []
+    for d in sorted(drift, key=lambda d: d.get("time") or 0.0):
+        when = d.get("time")
+        stamp = (str(np.datetime64(int(when), "s")).replace("T", " ")
+                 if isinstance(when, (int, float)) and math.isfinite(when) else d.get("date"))
+        statistic = d.get("statistic")
+        cells = (stamp, d.get("detector"), d.get("signal"), d.get("stratum") or "",
+                 f"{statistic:.3f}" if isinstance(statistic, (int, float)) else statistic)
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str('' if c is None else c))}</td>"
+                                     for c in cells) + "</tr>")
+    return ("<table><tr><th>when (UTC, event time)</th><th>detector</th><th>signal</th>"
+            "<th>stratum</th><th>statistic</th></tr>" + "".join(rows) + "</table>")
 
 
 def _fmt(v) -> str:
