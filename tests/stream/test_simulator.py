@@ -137,6 +137,26 @@ def test_handbook_volume():
     assert hours[12] > 3 * hours[2]
 
 
+# The published run of the handbook's simulator (BENCHMARKS.md): 183 days.
+PUBLISHED_TRANSACTIONS, PUBLISHED_FRAUDS, PUBLISHED_COMPROMISED_CARDS_PER_DAY = 1_754_155, 14_681, 80
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_full_handbook_preset_is_the_published_run_within_ten_percent(seed):
+    total = simulate(preset("handbook"), seed=seed).summary()
+    assert total["n_days"] == 183
+    assert total["transactions_per_day"] == pytest.approx(PUBLISHED_TRANSACTIONS / 183, rel=0.1)
+    assert total["fraud_rate"] == pytest.approx(PUBLISHED_FRAUDS / PUBLISHED_TRANSACTIONS,
+                                                rel=0.1)
+    assert total["frauds_per_day"] == pytest.approx(PUBLISHED_FRAUDS / 183, rel=0.1)
+    assert total["compromised_cards_per_day"] == pytest.approx(
+        PUBLISHED_COMPROMISED_CARDS_PER_DAY, rel=0.1)
+    # The terminals' frauds are most, the amounts over 220 fewest (each day 2 terminals
+    # compromised for 28 days, 3 customers for 14 with a third of their purchases).
+    share = total["fraud_share_by_scenario"]
+    assert share[2] > 0.5 and share[3] > 0.25 and share[1] < 0.1
+
+
 @pytest.mark.parametrize("name", ["hb", "demo"])
 def test_amount_threshold_is_fraud(name, request):
     sim = request.getfixturevalue(name)
